@@ -1,0 +1,6 @@
+#pragma once
+// The one header users include.
+#include "skim/answer.hpp"
+#include "skim/engine.hpp"
+#include "skim/error.hpp"
+#include "skim/options.hpp"
