@@ -15,15 +15,17 @@ class Options {
   Options& max_sequence_length(std::size_t n);
   std::size_t max_sequence_length() const noexcept { return max_sequence_length_; }
 
-  // Largest number of texts one batched call packs together; bigger spans are
-  // run in chunks of this size. Bounds the scratch arena a Session owns.
-  Options& max_batch_size(std::size_t n);
-  std::size_t max_batch_size() const noexcept { return max_batch_size_; }
+  // Most tokens one forward pass packs together (texts are packed back to back,
+  // without padding); a batched call over more is run in chunks. It sizes the
+  // scratch arena each Session allocates once. 0 means 2048 (raised to the
+  // sequence limit if that is longer).
+  Options& max_batch_tokens(std::size_t n);
+  std::size_t max_batch_tokens() const noexcept { return max_batch_tokens_; }
 
  private:
   int threads_ = 0;
   std::size_t max_sequence_length_ = 0;
-  std::size_t max_batch_size_ = 32;
+  std::size_t max_batch_tokens_ = 0;
 };
 
 }  // namespace skim

@@ -1,0 +1,216 @@
+#include "execute/bert_encoder.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "skim/error.hpp"
+
+namespace skim::execute {
+
+namespace {
+
+using kernels::Epilogue;
+using kernels::Linear;
+using Shape = std::vector<std::int64_t>;
+
+// Rows are padded to the GEMM row bucket (see kernels/matmul.cpp).
+int padded_rows(int rows) { return (rows + 7) / 8 * 8; }
+
+std::vector<float> load(const format::TensorStore& store, const std::string& name, const Shape& shape) {
+  return format::to_f32(store.require(name, shape));
+}
+
+std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
+  std::vector<float> all;
+  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+}  // namespace
+
+struct BertEncoder::Layer {
+  Linear qkv;        // [3H, H]: query, key, value fused into one GEMM
+  Linear attention_output;  // += into the residual
+  std::vector<float> norm1_gamma, norm1_beta;
+  Linear intermediate;  // GELU fused
+  Linear output;        // += into the residual
+  std::vector<float> norm2_gamma, norm2_beta;
+};
+
+BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::TensorStore& store,
+                         const kernels::Backend& backend)
+    : config_(config), backend_(backend) {
+  const std::int64_t H = config.hidden_size, I = config.intermediate_size;
+  const std::string prefix = store.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+  const std::string emb = prefix + "embeddings.";
+  word_embeddings_ = load(store, emb + "word_embeddings.weight", {config.vocab_size, H});
+  position_embeddings_ = load(store, emb + "position_embeddings.weight", {config.max_position_embeddings, H});
+  token_type_embeddings_ = load(store, emb + "token_type_embeddings.weight", {config.type_vocab_size, H});
+  embedding_norm_gamma_ = load(store, emb + "LayerNorm.weight", {H});
+  embedding_norm_beta_ = load(store, emb + "LayerNorm.bias", {H});
+
+  for (int l = 0; l < config.num_hidden_layers; ++l) {
+    const std::string p = prefix + "encoder.layer." + std::to_string(l) + ".";
+    auto w = [&](const std::string& n, const Shape& s) { return load(store, p + n, s); };
+    auto qkv_w = concat({w("attention.self.query.weight", {H, H}), w("attention.self.key.weight", {H, H}),
+                         w("attention.self.value.weight", {H, H})});
+    auto qkv_b = concat({w("attention.self.query.bias", {H}), w("attention.self.key.bias", {H}),
+                         w("attention.self.value.bias", {H})});
+    const int h = static_cast<int>(H), i = static_cast<int>(I);
+    layers_.push_back(std::make_unique<Layer>(Layer{
+        Linear(backend, qkv_w, qkv_b, h, 3 * h, Epilogue::none),
+        Linear(backend, w("attention.output.dense.weight", {H, H}), w("attention.output.dense.bias", {H}), h, h,
+               Epilogue::add_to_output),
+        w("attention.output.LayerNorm.weight", {H}), w("attention.output.LayerNorm.bias", {H}),
+        Linear(backend, w("intermediate.dense.weight", {I, H}), w("intermediate.dense.bias", {I}), h, i,
+               Epilogue::gelu_erf),
+        Linear(backend, w("output.dense.weight", {H, I}), w("output.dense.bias", {H}), i, h, Epilogue::add_to_output),
+        w("output.LayerNorm.weight", {H}), w("output.LayerNorm.bias", {H})}));
+  }
+
+  if (!config.id2label.empty()) {
+    num_labels_ = static_cast<int>(config.id2label.size());
+    const int h = static_cast<int>(H);
+    pooler_ = std::make_unique<Linear>(backend, load(store, prefix + "pooler.dense.weight", {H, H}),
+                                       load(store, prefix + "pooler.dense.bias", {H}), h, h, Epilogue::tanh);
+    classifier_ = std::make_unique<Linear>(backend, load(store, "classifier.weight", {num_labels_, H}),
+                                           load(store, "classifier.bias", {num_labels_}), h, num_labels_,
+                                           Epilogue::none);
+  }
+}
+
+BertEncoder::~BertEncoder() = default;
+
+EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence)
+    : max_rows_(max_rows),
+      max_sequence_(max_sequence),
+      threads_(kernels::hardware_threads()),
+      scratch_(encoder.backend()) {
+  const auto& c = encoder.config();
+  const std::size_t rows = padded_rows(max_rows);
+  const std::size_t H = c.hidden_size;
+  hidden_.resize(rows * H);
+  qkv_.resize(rows * 3 * H);
+  context_.resize(rows * H);
+  intermediate_.resize(rows * c.intermediate_size);
+  routed_hidden_.resize(rows * H);
+  routed_query_.resize(rows * H);
+  attention_scratch_.resize(kernels::Attention::scratch_floats(max_sequence, max_sequence, threads_));
+  const std::size_t max_seqs = padded_rows(max_rows);  // at most one sequence per row
+  pooled_.resize(max_seqs * H);
+  logits_.resize(max_seqs * std::max(1, encoder.num_labels()));
+  segments_.reserve(max_rows);
+  first_rows_.reserve(max_rows);
+}
+
+FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws,
+                              std::span<const RowSelection> routing) const {
+  const int rows = batch.rows(), H = config_.hidden_size;
+  if (rows > ws.max_rows_)
+    throw Error(ErrorCode::internal, "encoder batch of " + std::to_string(rows) + " rows exceeds the workspace");
+  for (int s = 0; s < batch.sequences(); ++s)
+    if (batch.length(s) > ws.max_sequence_ || batch.length(s) > config_.max_position_embeddings)
+      throw Error(ErrorCode::internal, "sequence longer than the workspace or the model's positions");
+
+  // Embeddings: word + position + token type 0, then LayerNorm.
+  for (int s = 0; s < batch.sequences(); ++s) {
+    for (int r = batch.offsets[s], pos = 0; r < batch.offsets[s + 1]; ++r, ++pos) {
+      const int id = batch.ids[r];
+      if (id < 0 || id >= config_.vocab_size)
+        throw Error(ErrorCode::internal, "token id " + std::to_string(id) + " outside the vocabulary");
+      float* out = ws.hidden_.data() + static_cast<std::size_t>(r) * H;
+      const float* w = word_embeddings_.data() + static_cast<std::size_t>(id) * H;
+      const float* p = position_embeddings_.data() + static_cast<std::size_t>(pos) * H;
+      const float* t = token_type_embeddings_.data();
+      for (int j = 0; j < H; ++j) out[j] = w[j] + p[j] + t[j];
+    }
+  }
+  kernels::LayerNorm{embedding_norm_gamma_.data(), embedding_norm_beta_.data(), H, config_.layer_norm_eps}(
+      ws.hidden_.data(), H, rows);
+
+  FlopCount flops;
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    const RowSelection sel = routing.empty() ? RowSelection::every_row() : routing[l];
+    flops += layer_forward(l, batch, ws, sel);
+  }
+  return flops;
+}
+
+FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWorkspace& ws,
+                                     const RowSelection& sel) const {
+  const Layer& layer = *layers_[l];
+  const int rows = batch.rows(), H = config_.hidden_size, I = config_.intermediate_size;
+  const int heads = config_.num_attention_heads, head_dim = H / heads;
+  auto& scratch = ws.scratch_;
+
+  // Keys and values are computed for every row (the KV side stays complete);
+  // query, attention output and FFN only for the selected rows.
+  layer.qkv(ws.hidden_.data(), H, ws.qkv_.data(), 3 * H, rows, scratch);
+
+  ws.segments_.clear();
+  const float* query = ws.qkv_.data();
+  std::size_t ld_query = 3 * H;
+  float* x = ws.hidden_.data();  // the rows the rest of the block updates
+  int active = rows;
+  double attention_pairs = 0, dense_attention_pairs = 0;
+  if (sel.all) {
+    for (int s = 0; s < batch.sequences(); ++s) {
+      const int n = batch.length(s);
+      ws.segments_.push_back({batch.offsets[s], n, batch.offsets[s], n});
+      attention_pairs += double(n) * n;
+    }
+    dense_attention_pairs = attention_pairs;
+  } else {
+    active = static_cast<int>(sel.rows.size());
+    kernels::gather_rows(ws.qkv_.data(), 3 * H, sel.rows, ws.routed_query_.data(), H, H);
+    kernels::gather_rows(ws.hidden_.data(), H, sel.rows, ws.routed_hidden_.data(), H, H);
+    query = ws.routed_query_.data();
+    ld_query = H;
+    x = ws.routed_hidden_.data();
+    std::size_t i = 0;
+    for (int s = 0; s < batch.sequences(); ++s) {
+      const int begin = static_cast<int>(i), n = batch.length(s);
+      while (i < sel.rows.size() && sel.rows[i] < batch.offsets[s + 1]) ++i;
+      const int q = static_cast<int>(i) - begin;
+      ws.segments_.push_back({begin, q, batch.offsets[s], n});
+      attention_pairs += double(q) * n;
+      dense_attention_pairs += double(n) * n;
+    }
+  }
+
+  kernels::Attention{heads, head_dim, 1.f / std::sqrt(static_cast<float>(head_dim))}(
+      query, ld_query, ws.qkv_.data() + H, ws.qkv_.data() + 2 * H, 3 * H, ws.context_.data(), H, ws.segments_,
+      ws.attention_scratch_.data(), ws.threads_);
+  layer.attention_output(ws.context_.data(), x, active, scratch);
+  kernels::LayerNorm{layer.norm1_gamma.data(), layer.norm1_beta.data(), H, config_.layer_norm_eps}(x, H, active);
+  layer.intermediate(x, ws.intermediate_.data(), active, scratch);
+  layer.output(ws.intermediate_.data(), x, active, scratch);
+  kernels::LayerNorm{layer.norm2_gamma.data(), layer.norm2_beta.data(), H, config_.layer_norm_eps}(x, H, active);
+  if (!sel.all) kernels::scatter_rows(x, H, sel.rows, ws.hidden_.data(), H, H);
+
+  auto per_row = [&](int n) {
+    return Linear::flops(n, H, H) + Linear::flops(n, H, I) + Linear::flops(n, I, H);
+  };
+  const double kv = Linear::flops(rows, H, 3 * H);  // fused QKV runs on every row
+  FlopCount f;
+  f.executed = kv + per_row(active) + 4.0 * attention_pairs * H;
+  f.dense = kv + per_row(rows) + 4.0 * dense_attention_pairs * H;
+  return f;
+}
+
+FlopCount BertEncoder::classify_head(const TokenBatch& batch, EncoderWorkspace& ws) const {
+  if (!has_classifier()) throw Error(ErrorCode::model, "this model has no classification head");
+  const int H = config_.hidden_size, n = batch.sequences();
+  ws.first_rows_.assign(batch.offsets.begin(), batch.offsets.end() - 1);
+  kernels::gather_rows(ws.hidden_.data(), H, ws.first_rows_, ws.pooled_.data() , H, H);
+  // The pooler reads pooled_ and writes in place would alias; use context_ as output.
+  (*pooler_)(ws.pooled_.data(), ws.context_.data(), n, ws.scratch_);
+  (*classifier_)(ws.context_.data(), ws.logits_.data(), n, ws.scratch_);
+  const double f = pooler_->flops(n) + classifier_->flops(n);
+  return {f, f};
+}
+
+}  // namespace skim::execute

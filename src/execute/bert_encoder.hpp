@@ -1,0 +1,93 @@
+#pragma once
+// The BERT-family encoder (post-LayerNorm, erf GELU, learned positions,
+// token types): weights packed once at construction, immutable afterwards;
+// all activations live in a caller-owned EncoderWorkspace.
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "execute/token_batch.hpp"
+#include "format/hf_config.hpp"
+#include "format/safetensors.hpp"
+#include "kernels/aligned_buffer.hpp"
+#include "kernels/backend.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/ops.hpp"
+
+namespace skim::execute {
+
+// FLOPs of one forward pass, split so routed blocks can report what they skipped.
+struct FlopCount {
+  double executed = 0;
+  double dense = 0;
+  FlopCount& operator+=(const FlopCount& o) {
+    executed += o.executed;
+    dense += o.dense;
+    return *this;
+  }
+};
+
+class BertEncoder;
+
+// Per-session activations, allocated once for at most `max_rows` packed tokens
+// and `max_sequence` tokens per sequence.
+class EncoderWorkspace {
+ public:
+  EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence);
+  float* hidden() noexcept { return hidden_.data(); }
+  const float* hidden() const noexcept { return hidden_.data(); }
+  const float* logits() const noexcept { return logits_.data(); }
+  int max_rows() const noexcept { return max_rows_; }
+  int max_sequence() const noexcept { return max_sequence_; }
+
+ private:
+  friend class BertEncoder;
+  int max_rows_, max_sequence_, threads_;
+  kernels::Scratch scratch_;
+  kernels::AlignedBuffer<float> hidden_, qkv_, context_, intermediate_;
+  kernels::AlignedBuffer<float> routed_hidden_, routed_query_;  // row-subset path
+  kernels::AlignedBuffer<float> attention_scratch_;
+  kernels::AlignedBuffer<float> pooled_, logits_;
+  std::vector<kernels::AttentionSegment> segments_;
+  std::vector<std::int32_t> first_rows_;
+};
+
+class BertEncoder {
+ public:
+  // Reads and packs the weights; throws skim::Error(model) naming a missing
+  // or misshapen tensor. `store` may be released afterwards.
+  BertEncoder(const format::EncoderConfig& config, const format::TensorStore& store,
+              const kernels::Backend& backend);
+  ~BertEncoder();
+
+  // Embeddings + every layer; leaves the last hidden states in ws.hidden().
+  // `routing`, if given, holds one RowSelection per layer (MoD); else dense.
+  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws,
+                   std::span<const RowSelection> routing = {}) const;
+  // Pooler + classifier on each sequence's first ([CLS]) row; logits land in
+  // ws.logits(), num_labels per sequence. Requires has_classifier().
+  FlopCount classify_head(const TokenBatch& batch, EncoderWorkspace& ws) const;
+
+  const format::EncoderConfig& config() const noexcept { return config_; }
+  bool has_classifier() const noexcept { return classifier_ != nullptr; }
+  int num_labels() const noexcept { return num_labels_; }
+  int hidden_size() const noexcept { return config_.hidden_size; }
+  const kernels::Backend& backend() const noexcept { return backend_; }
+
+  // One layer on the given rows (exposed for tests and benchmarks).
+  FlopCount layer_forward(int layer, const TokenBatch& batch, EncoderWorkspace& ws,
+                          const RowSelection& rows) const;
+
+ private:
+  struct Layer;
+  format::EncoderConfig config_;
+  const kernels::Backend& backend_;
+  std::vector<float> word_embeddings_, position_embeddings_, token_type_embeddings_;
+  std::vector<float> embedding_norm_gamma_, embedding_norm_beta_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<kernels::Linear> pooler_, classifier_;
+  int num_labels_ = 0;
+};
+
+}  // namespace skim::execute

@@ -1,0 +1,55 @@
+#pragma once
+// Dense linear layers on oneDNN. Callers see plain float pointers; which
+// library runs the GEMM is decided here alone (see backend.hpp).
+#include <cstddef>
+#include <memory>
+#include <span>
+
+namespace skim::kernels {
+
+class Backend;
+class Scratch;
+
+// What the GEMM's epilogue does after y = x·Wᵀ + b, fused into the same pass.
+enum class Epilogue {
+  none,
+  gelu_erf,          // y = gelu(x·Wᵀ + b), the exact (erf) GELU of BERT
+  add_to_output,     // y += x·Wᵀ + b: the residual connection, read from y
+  tanh,              // y = tanh(x·Wᵀ + b), BERT's pooler
+};
+
+// y[rows, out] = epilogue(x[rows, in] · Wᵀ + b), W given as [out, in] (the
+// PyTorch / Hugging Face layout). The weights are reordered once, at
+// construction, into the blocked layout oneDNN prefers for this shape; the
+// primitive for each row count is built once and cached (thread-safe).
+// Row strides: x and y rows may be longer than in/out (ld_x, ld_y ≥ width),
+// so a slice of a wider buffer (e.g. Q within QKV) is used in place.
+class Linear {
+ public:
+  Linear(const Backend& backend, std::span<const float> weight_out_in,
+         std::span<const float> bias, int in, int out, Epilogue epilogue);
+  ~Linear();
+  Linear(Linear&&) noexcept;
+  Linear& operator=(Linear&&) noexcept;
+
+  void operator()(const float* x, std::size_t ld_x, float* y, std::size_t ld_y,
+                  int rows, Scratch& scratch) const;
+  void operator()(const float* x, float* y, int rows, Scratch& scratch) const {
+    (*this)(x, static_cast<std::size_t>(in_), y, static_cast<std::size_t>(out_), rows, scratch);
+  }
+
+  int in_features() const noexcept { return in_; }
+  int out_features() const noexcept { return out_; }
+  Epilogue epilogue() const noexcept { return epilogue_; }
+  static double flops(int rows, int in, int out) noexcept { return 2.0 * rows * in * out; }
+  double flops(int rows) const noexcept { return flops(rows, in_, out_); }
+
+  struct Impl;
+
+ private:
+  int in_ = 0, out_ = 0;
+  Epilogue epilogue_ = Epilogue::none;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace skim::kernels

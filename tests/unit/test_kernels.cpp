@@ -1,0 +1,141 @@
+// Kernels against straightforward loops.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/backend.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/ops.hpp"
+
+using namespace skim::kernels;
+
+namespace {
+
+std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+float gelu(float x) { return 0.5f * x * (1.f + std::erf(x / std::sqrt(2.f))); }
+
+// y = x·Wᵀ + b computed in double, for rows × in times [out, in].
+std::vector<double> reference_linear(const std::vector<float>& x, std::size_t ld_x, const std::vector<float>& w,
+                                     const std::vector<float>& b, int rows, int in, int out) {
+  std::vector<double> y(static_cast<std::size_t>(rows) * out);
+  for (int r = 0; r < rows; ++r)
+    for (int o = 0; o < out; ++o) {
+      double s = b[o];
+      for (int i = 0; i < in; ++i) s += double(x[r * ld_x + i]) * w[static_cast<std::size_t>(o) * in + i];
+      y[static_cast<std::size_t>(r) * out + o] = s;
+    }
+  return y;
+}
+
+}  // namespace
+
+class LinearTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
+  const int rows = GetParam(), in = 96, out = 80;
+  Backend backend;
+  Scratch scratch(backend);
+  const std::size_t ld_x = in + 16, ld_y = out + 8;  // strided slices of wider buffers
+  auto w = random_vector(static_cast<std::size_t>(in) * out, 1, 0.1f);
+  auto b = random_vector(out, 2);
+  auto x = random_vector((rows + 8) * ld_x, 3);  // room for the padded row bucket
+  auto ref = reference_linear(x, ld_x, w, b, rows, in, out);
+  for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::add_to_output, Epilogue::tanh}) {
+    Linear linear(backend, w, b, in, out, e);
+    auto y = random_vector((rows + 8) * ld_y, 4);
+    const auto before = y;
+    linear(x.data(), ld_x, y.data(), ld_y, rows, scratch);
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) {
+        double expect = ref[static_cast<std::size_t>(r) * out + o];
+        if (e == Epilogue::gelu_erf) expect = gelu(static_cast<float>(expect));
+        if (e == Epilogue::tanh) expect = std::tanh(expect);
+        if (e == Epilogue::add_to_output) expect += before[r * ld_y + o];
+        ASSERT_NEAR(y[r * ld_y + o], expect, 1e-4 * (1 + std::abs(expect))) << "row " << r << " col " << o;
+      }
+    // Columns past `out` in each row belong to someone else: untouched.
+    for (int r = 0; r < rows; ++r)
+      for (std::size_t o = out; o < ld_y; ++o) ASSERT_EQ(y[r * ld_y + o], before[r * ld_y + o]);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RowCounts, LinearTest, ::testing::Values(1, 7, 8, 13, 64, 130));
+
+TEST(LayerNorm, MatchesReference) {
+  const int rows = 5, width = 48;
+  auto x = random_vector(rows * width, 5, 3.f);
+  auto g = random_vector(width, 6), b = random_vector(width, 7);
+  auto y = x;
+  LayerNorm{g.data(), b.data(), width, 1e-12f}(y.data(), width, rows);
+  for (int r = 0; r < rows; ++r) {
+    double mean = 0, var = 0;
+    for (int j = 0; j < width; ++j) mean += x[r * width + j];
+    mean /= width;
+    for (int j = 0; j < width; ++j) var += (x[r * width + j] - mean) * (x[r * width + j] - mean);
+    var /= width;
+    for (int j = 0; j < width; ++j)
+      EXPECT_NEAR(y[r * width + j], (x[r * width + j] - mean) / std::sqrt(var + 1e-12) * g[j] + b[j], 1e-4);
+  }
+}
+
+TEST(Softmax, StableForLargeInputs) {
+  std::vector<float> v = {1000.f, 1001.f, 999.f};
+  softmax(v);
+  EXPECT_NEAR(v[0] + v[1] + v[2], 1.f, 1e-6);
+  EXPECT_GT(v[1], v[0]);
+  EXPECT_FALSE(std::isnan(v[2]));
+}
+
+TEST(Attention, PackedSegmentsMatchPerSequenceReference) {
+  const int heads = 3, hd = 8, H = heads * hd;
+  const std::vector<int> lengths = {5, 1, 9};
+  int rows = 0;
+  std::vector<AttentionSegment> segs;
+  for (int n : lengths) {
+    segs.push_back({rows, n, rows, n});
+    rows += n;
+  }
+  auto q = random_vector(rows * H, 8), k = random_vector(rows * H, 9), v = random_vector(rows * H, 10);
+  std::vector<float> out(rows * H, 0.f), scratch(Attention::scratch_floats(9, 9, 4));
+  const float scale = 1.f / std::sqrt(float(hd));
+  Attention{heads, hd, scale}(q.data(), H, k.data(), v.data(), H, out.data(), H, segs, scratch.data(), 4);
+  for (const auto& s : segs)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < s.q_count; ++i) {
+        std::vector<double> p(s.kv_count);
+        double mx = -1e30, sum = 0;
+        for (int j = 0; j < s.kv_count; ++j) {
+          double d = 0;
+          for (int c = 0; c < hd; ++c) d += double(q[(s.q_begin + i) * H + h * hd + c]) * k[(s.kv_begin + j) * H + h * hd + c];
+          p[j] = d * scale;
+          mx = std::max(mx, p[j]);
+        }
+        for (auto& x : p) sum += (x = std::exp(x - mx));
+        for (int c = 0; c < hd; ++c) {
+          double o = 0;
+          for (int j = 0; j < s.kv_count; ++j) o += p[j] / sum * v[(s.kv_begin + j) * H + h * hd + c];
+          ASSERT_NEAR(out[(s.q_begin + i) * H + h * hd + c], o, 1e-5);
+        }
+      }
+}
+
+TEST(GatherScatter, RoundTrip) {
+  const int width = 6;
+  auto src = random_vector(10 * width, 11);
+  std::vector<std::int32_t> rows = {1, 4, 9};
+  std::vector<float> packed(rows.size() * width), back(10 * width, 0.f);
+  gather_rows(src.data(), width, rows, packed.data(), width, width);
+  scatter_rows(packed.data(), width, rows, back.data(), width, width);
+  for (int r : rows)
+    for (int j = 0; j < width; ++j) EXPECT_EQ(back[r * width + j], src[r * width + j]);
+  EXPECT_EQ(back[0], 0.f);
+}
