@@ -25,7 +25,8 @@ class SafetensorsFile {
 
  private:
   MappedFile file_;
-  std::vector<TensorView> tensors_;
+  std::vector<TensorView> tensors_;  // in data-section order
+  std::map<std::string, std::size_t> index_by_name_;  // name → position in tensors_
   std::map<std::string, std::string> metadata_;
 };
 

@@ -13,6 +13,9 @@ enum class DType { f32, f16, bf16 };
 std::string_view to_string(DType dtype) noexcept;
 std::size_t element_size(DType dtype) noexcept;
 
+// "[768, 3072]"; "[]" for a scalar. Shared by TensorView and error messages.
+std::string shape_string(std::span<const std::int64_t> shape);
+
 // A tensor as it lies in a mapped file: no copy, no conversion.
 struct TensorView {
   std::string name;

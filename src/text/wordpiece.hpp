@@ -1,6 +1,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -25,6 +26,8 @@ struct Encoding {
 // BERT's tokenizer: normalizer, whitespace + punctuation pre-tokenizer,
 // greedy longest-match-first WordPiece with "##" continuations, [UNK] for a
 // word with no segmentation or longer than max_input_chars_per_word.
+// Matches Hugging Face tokenizers id for id, including its "added tokens":
+// special tokens typed in the text ("[MASK]", "[SEP]", ...) stay whole.
 class WordPieceTokenizer {
  public:
   // vocab.txt: one token per line, line number = id.
@@ -47,12 +50,43 @@ class WordPieceTokenizer {
   std::int32_t unk_id() const noexcept { return unk_id_; }
 
  private:
-  // ... implementation state (vocabulary map, options) ...
-  std::vector<std::string> tokens_;
-  std::unordered_map<std::string, std::int32_t> ids_;
+  // Hashes std::string and std::string_view alike, so lookups of a piece
+  // need no temporary std::string.
+  struct TokenHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  // A token matched in the text before WordPiece runs (Hugging Face's
+  // "added tokens": [CLS], [SEP], [MASK], ... typed by the user).
+  struct AddedToken {
+    std::u32string content;  // normalized already when `normalized`
+    std::int32_t id = -1;
+    bool lstrip = false, rstrip = false;  // also swallow whitespace on that side
+  };
+
+  WordPieceTokenizer() = default;
+  void finish_setup(const std::string& source);  // resolves special ids, checks them
+  void add_added_token(const std::string& content, std::int32_t id, bool normalized,
+                       bool lstrip, bool rstrip);
+  // Appends the ids of text's pieces (no [CLS]/[SEP]).
+  void encode_pieces(std::string_view text, std::vector<std::int32_t>& ids) const;
+  void encode_normalized(std::u32string_view normalized, std::vector<std::int32_t>& ids) const;
+  void encode_word(std::u32string_view word, std::vector<std::int32_t>& ids) const;
+  bool strip_accents() const noexcept {
+    return options_.strip_accents < 0 ? options_.lowercase : options_.strip_accents != 0;
+  }
+
+  std::vector<std::string> tokens_;  // id → token
+  std::unordered_map<std::string, std::int32_t, TokenHash, std::equal_to<>> ids_;
   BertNormalizerOptions options_;
   std::size_t max_input_chars_per_word_ = 100;
   std::string continuing_prefix_ = "##";
+  std::string unk_token_ = "[UNK]", cls_token_ = "[CLS]", sep_token_ = "[SEP]",
+              pad_token_ = "[PAD]";
+  std::vector<AddedToken> raw_added_;         // matched in the original text
+  std::vector<AddedToken> normalized_added_;  // matched in the normalized text
   std::int32_t cls_id_ = -1, sep_id_ = -1, pad_id_ = -1, unk_id_ = -1;
 };
 

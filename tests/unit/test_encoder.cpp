@@ -2,7 +2,9 @@
 // batching invariance, the row-subset interface, and bad input.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <numeric>
 #include <skim/skim.hpp>
 
@@ -176,4 +178,25 @@ TEST(EngineOpen, UnknownModelTypeIsUnsupported) {
   std::ofstream(dir / "config.json") << cfg;
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::unsupported, "gpt2");
   fs::remove_all(dir);
+}
+
+TEST_F(TinyModel, OneEngineServesManyThreads) {
+  auto engine = skim::Engine::open(dir_, skim::Options().threads(1));
+  const std::vector<std::string> texts = {"turn on the lights", "what is my balance", "play music please"};
+  std::vector<skim::Answer> expected;
+  for (const auto& t : texts) expected.push_back(engine->classify(t));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      auto session = engine->session();
+      for (int i = 0; i < 50; ++i) {
+        const std::size_t k = (i + t) % texts.size();
+        auto a = (i % 2) ? session.classify(texts[k]) : engine->classify(texts[k]);
+        for (std::size_t j = 0; j < a.logits.size(); ++j)
+          if (std::abs(a.logits[j] - expected[k].logits[j]) > 1e-5f) ++mismatches;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
