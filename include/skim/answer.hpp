@@ -29,6 +29,27 @@ struct Answer {
   std::vector<float> logits;  // raw classifier outputs, one per label
 };
 
+// The result of Engine/Session::generate.
+struct Generation {
+  enum class Stop { eos, max_tokens, callback, context };
+  std::string text;                  // the generated text (not the prompt)
+  std::vector<std::int32_t> tokens;  // the generated token ids (not BOS, not the prompt)
+  std::size_t prompt_tokens = 0;     // tokens fed before generating (BOS included)
+  Stop stop = Stop::max_tokens;
+  Cost cost;                         // prefill and decoding together
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+std::string_view to_string(Generation::Stop stop) noexcept;
+
+// Scores of a text under a decoder, from BOS (see Session::score).
+struct Score {
+  std::size_t tokens = 0;          // tokens predicted (the text's tokens, BOS excluded)
+  double negative_log_likelihood = 0;  // summed over those tokens, natural log
+  bool truncated = false;          // the text was cut at the model's context
+  Cost cost;
+};
+
 struct Embedding {
   std::vector<float> values;  // hidden-size vector (CLS or mean pooled)
   Cost cost;

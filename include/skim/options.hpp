@@ -1,5 +1,6 @@
 #pragma once
 #include <cstddef>
+#include <string>
 
 namespace skim {
 
@@ -22,7 +23,13 @@ class Options {
   Options& max_batch_tokens(std::size_t n);
   std::size_t max_batch_tokens() const noexcept { return max_batch_tokens_; }
 
+  // Tokenizer file for a llama2.c checkpoint (tok512.bin style); other
+  // formats carry their own tokenizer.
+  Options& tokenizer(std::string path);
+  const std::string& tokenizer() const noexcept { return tokenizer_; }
+
  private:
+  std::string tokenizer_;
   int threads_ = 0;
   std::size_t max_sequence_length_ = 0;
   std::size_t max_batch_tokens_ = 0;

@@ -1,43 +1,72 @@
 #pragma once
+// The inside of Engine and Session, shared by the encoder (classify/embed)
+// and decoder (generate/score) paths.
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "execute/bert_encoder.hpp"
+#include "execute/llama_decoder.hpp"
 #include "format/hf_config.hpp"
 #include "kernels/backend.hpp"
 #include "skim/engine.hpp"
+#include "text/sentencepiece_bpe.hpp"
 #include "text/wordpiece.hpp"
 
 namespace skim {
 
-// Per-session state: the encoder workspace and reusable batch buffers.
+// Per-session state: workspaces sized once, reusable buffers, and for a
+// decoder the conversation (KV cache and the last token not yet fed).
 struct SessionState {
-  SessionState(const execute::BertEncoder& encoder, int max_rows, int max_sequence)
-      : workspace(encoder, max_rows, max_sequence) {}
-  execute::EncoderWorkspace workspace;
+  std::unique_ptr<execute::EncoderWorkspace> encoder_workspace;
   execute::TokenBatch batch;
   std::vector<text::Encoding> encodings;
+
+  std::unique_ptr<execute::DecoderWorkspace> decoder_workspace;
+  std::optional<execute::KvCache> cache;
+  std::int32_t pending_token = -1;  // emitted by generate() but not yet in the cache
+  std::vector<std::int32_t> ids;
+  std::vector<float> logits;
 };
 
 struct Engine::Impl {
   Options options;
   ModelInfo info;
-  format::EncoderConfig config;
-  std::unique_ptr<text::WordPieceTokenizer> tokenizer;
-  kernels::Backend backend;
-  std::unique_ptr<execute::BertEncoder> encoder;
-  int max_sequence = 0;   // tokens per text, specials included
-  int max_batch_rows = 0;  // tokens per forward pass
+  kernels::Backend backend;  // outlives the models below, which point into it
 
-  // Sessions lent to Engine::classify/embed callers; grows to the number of
-  // threads calling at once.
+  // Encoders (model_type bert).
+  format::EncoderConfig bert_config;
+  std::unique_ptr<text::WordPieceTokenizer> wordpiece;
+  std::unique_ptr<execute::BertEncoder> encoder;
+
+  // Decoders (llama family).
+  execute::DecoderConfig llama_config;
+  std::unique_ptr<text::SentencePieceBpe> sentencepiece;
+  std::unique_ptr<execute::LlamaDecoder> decoder;
+
+  int max_sequence = 0;    // encoder: tokens per text, specials included
+  int max_batch_rows = 0;  // tokens per forward pass (encoder batch, decoder prefill chunk)
+
+  // Sessions lent to Engine::classify/embed/generate callers; grows to the
+  // number of threads calling at once.
   mutable std::mutex pool_mutex;
   mutable std::vector<std::unique_ptr<SessionState>> pool;
 
-  std::unique_ptr<SessionState> make_state() const {
-    return std::make_unique<SessionState>(*encoder, max_batch_rows, max_sequence);
-  }
+  std::unique_ptr<SessionState> make_state() const;
 };
+
+// Opening (engine/open_*.cpp).
+void open_bert(Engine::Impl& impl, const std::filesystem::path& dir);
+void open_llama(Engine::Impl& impl, const std::filesystem::path& path);  // .gguf, .bin or HF dir
+
+// The work (engine/classify.cpp, engine/generate.cpp).
+std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& state,
+                                  std::span<const std::string_view> texts);
+Embedding embed_with(const Engine::Impl& engine, SessionState& state, std::string_view text);
+Generation generate_with(const Engine::Impl& engine, SessionState& state, std::string_view prompt,
+                         const GenerateOptions& options, const TokenCallback& on_token);
+Score score_with(const Engine::Impl& engine, SessionState& state, std::string_view text);
+void reset_conversation(SessionState& state);
 
 }  // namespace skim

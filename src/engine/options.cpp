@@ -21,6 +21,11 @@ Options& Options::max_sequence_length(std::size_t n) {
   return *this;
 }
 
+Options& Options::tokenizer(std::string path) {
+  tokenizer_ = std::move(path);
+  return *this;
+}
+
 Options& Options::max_batch_tokens(std::size_t n) {
   max_batch_tokens_ = n;
   return *this;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "execute/flop_count.hpp"
 #include "execute/token_batch.hpp"
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
@@ -16,17 +17,6 @@
 #include "kernels/ops.hpp"
 
 namespace skim::execute {
-
-// FLOPs of one forward pass, split so routed blocks can report what they skipped.
-struct FlopCount {
-  double executed = 0;
-  double dense = 0;
-  FlopCount& operator+=(const FlopCount& o) {
-    executed += o.executed;
-    dense += o.dense;
-    return *this;
-  }
-};
 
 class BertEncoder;
 

@@ -393,20 +393,6 @@ const TensorView* TensorStore::find(const std::string& name) const noexcept {
   return found == by_name_.end() ? nullptr : found->second;
 }
 
-const TensorView& TensorStore::require(const std::string& name,
-                                       const std::vector<std::int64_t>& shape) const {
-  const TensorView* view = find(name);
-  if (view == nullptr) {
-    throw Error(ErrorCode::model, "tensor " + single_quoted(name) + " not found in " + source_);
-  }
-  if (view->shape != shape) {
-    throw Error(ErrorCode::model, view->file + ": tensor " + single_quoted(name) + " has shape " +
-                                      view->shape_string() + " but " + shape_string(shape) +
-                                      " was expected");
-  }
-  return *view;
-}
-
 std::vector<std::string> TensorStore::names() const {
   std::vector<std::string> result;
   result.reserve(by_name_.size());

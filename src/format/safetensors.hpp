@@ -7,6 +7,7 @@
 
 #include "format/mapped_file.hpp"
 #include "format/tensor.hpp"
+#include "format/tensor_source.hpp"
 
 namespace skim::format {
 
@@ -32,17 +33,15 @@ class SafetensorsFile {
 
 // All tensors of a checkpoint: `model.safetensors`, or the shards listed by
 // `model.safetensors.index.json` (weight_map: tensor name → shard file).
-class TensorStore {
+// require() (from TensorSource) names the tensor and the directory or file.
+class TensorStore : public TensorSource {
  public:
   static TensorStore open_directory(const std::filesystem::path& dir);  // throws
   static TensorStore open_file(const std::filesystem::path& file);      // throws
 
-  const TensorView* find(const std::string& name) const noexcept;
-  // Throws skim::Error(model) naming the tensor (and where it was looked for)
-  // when it is missing or its shape is not `shape`.
-  const TensorView& require(const std::string& name, const std::vector<std::int64_t>& shape) const;
-  std::vector<std::string> names() const;
-  const std::string& source() const noexcept { return source_; }
+  const TensorView* find(const std::string& name) const noexcept override;
+  std::vector<std::string> names() const override;
+  const std::string& source() const noexcept override { return source_; }
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

@@ -2,6 +2,7 @@
 
 #include <bit>
 #include <cstring>
+#include <optional>
 
 #if defined(__F16C__)
 #include <immintrin.h>
@@ -11,7 +12,7 @@
 
 namespace skim::format {
 
-// Tensor bytes are read as stored; safetensors is little-endian.
+// Tensor bytes are read as stored; safetensors and GGUF are little-endian.
 static_assert(std::endian::native == std::endian::little, "skim assumes a little-endian host");
 
 std::string_view to_string(DType dtype) noexcept {
@@ -19,6 +20,7 @@ std::string_view to_string(DType dtype) noexcept {
     case DType::f32: return "F32";
     case DType::f16: return "F16";
     case DType::bf16: return "BF16";
+    case DType::q8_0: return "Q8_0";
   }
   return "?";
 }
@@ -28,8 +30,42 @@ std::size_t element_size(DType dtype) noexcept {
     case DType::f32: return 4;
     case DType::f16: return 2;
     case DType::bf16: return 2;
+    case DType::q8_0: return 0;  // a block type: see byte_size
   }
   return 0;
+}
+
+namespace {
+constexpr std::int64_t q8_0_block_elements = 32;
+constexpr std::size_t q8_0_block_bytes = 2 + 32;  // fp16 scale + 32 int8
+}  // namespace
+
+std::int64_t block_elements(DType dtype) noexcept {
+  return dtype == DType::q8_0 ? q8_0_block_elements : 1;
+}
+
+std::size_t block_bytes(DType dtype) noexcept {
+  return dtype == DType::q8_0 ? q8_0_block_bytes : element_size(dtype);
+}
+
+std::size_t byte_size(DType dtype, std::int64_t numel) {
+  if (numel < 0) {
+    throw Error(ErrorCode::invalid_argument,
+                "byte_size: negative element count " + std::to_string(numel));
+  }
+  const std::int64_t per_block = block_elements(dtype);
+  if (numel % per_block != 0) {
+    throw Error(ErrorCode::format, std::string(to_string(dtype)) + " stores blocks of " +
+                                       std::to_string(per_block) + " values but " +
+                                       std::to_string(numel) + " is not a multiple of " +
+                                       std::to_string(per_block));
+  }
+  std::size_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(numel / per_block), block_bytes(dtype), &bytes)) {
+    throw Error(ErrorCode::format, std::to_string(numel) + " " + std::string(to_string(dtype)) +
+                                       " values overflow a 64-bit byte count");
+  }
+  return bytes;
 }
 
 std::int64_t TensorView::numel() const noexcept {
@@ -97,6 +133,29 @@ void bf16_to_f32(const std::byte* source, std::size_t count, float* out) {
   }
 }
 
+// Q8_0: per block of 32, an fp16 scale d then 32 int8 q; value = d·q. The
+// product of an 11-bit and an 8-bit significand is exact in f32.
+void q8_0_to_f32(const std::byte* source, std::size_t count, float* out) {
+  const std::size_t blocks = count / q8_0_block_elements;
+  for (std::size_t block = 0; block < blocks; ++block) {
+    const std::byte* data = source + block * q8_0_block_bytes;
+    std::uint16_t half;
+    std::memcpy(&half, data, 2);
+    const float scale = half_to_float(half);
+    const auto* quants = reinterpret_cast<const std::int8_t*>(data + 2);
+    float* values = out + block * q8_0_block_elements;
+    for (std::int64_t i = 0; i < q8_0_block_elements; ++i) values[i] = scale * static_cast<float>(quants[i]);
+  }
+}
+
+// The byte count a well-formed view of `count` elements has; nullopt if the
+// count does not fill whole blocks (never true for a view a reader handed out).
+std::optional<std::size_t> expected_bytes(DType dtype, std::size_t count) {
+  const auto per_block = static_cast<std::size_t>(block_elements(dtype));
+  if (count % per_block != 0) return std::nullopt;
+  return count / per_block * block_bytes(dtype);
+}
+
 }  // namespace
 
 void convert_to_f32(const TensorView& tensor, std::span<float> out) {
@@ -106,7 +165,7 @@ void convert_to_f32(const TensorView& tensor, std::span<float> out) {
                 "convert_to_f32: tensor '" + tensor.name + "' has " + std::to_string(count) +
                     " elements but the output holds " + std::to_string(out.size()));
   }
-  if (tensor.bytes.size() != count * element_size(tensor.dtype)) {
+  if (expected_bytes(tensor.dtype, count) != tensor.bytes.size()) {
     throw Error(ErrorCode::internal, tensor.file + ": tensor '" + tensor.name +
                                          "': byte span does not match shape × dtype");
   }
@@ -115,6 +174,7 @@ void convert_to_f32(const TensorView& tensor, std::span<float> out) {
     case DType::f32: std::memcpy(out.data(), tensor.bytes.data(), count * sizeof(float)); return;
     case DType::f16: f16_to_f32(tensor.bytes.data(), count, out.data()); return;
     case DType::bf16: bf16_to_f32(tensor.bytes.data(), count, out.data()); return;
+    case DType::q8_0: q8_0_to_f32(tensor.bytes.data(), count, out.data()); return;
   }
 }
 

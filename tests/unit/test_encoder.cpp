@@ -88,7 +88,7 @@ TEST_F(TinyModel, RoutingEveryRowEqualsTheDensePath) {
   impl.encoder->encode(batch, dense);
   std::vector<std::int32_t> all(batch.rows());
   std::iota(all.begin(), all.end(), 0);
-  std::vector<skim::execute::RowSelection> sel(impl.config.num_hidden_layers, skim::execute::RowSelection::only(all));
+  std::vector<skim::execute::RowSelection> sel(impl.bert_config.num_hidden_layers, skim::execute::RowSelection::only(all));
   auto flops = impl.encoder->encode(batch, routed, sel);
   EXPECT_DOUBLE_EQ(flops.executed, flops.dense);
   for (int i = 0; i < batch.rows() * H; ++i) ASSERT_NEAR(dense.hidden()[i], routed.hidden()[i], 1e-6) << i;

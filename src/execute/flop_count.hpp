@@ -1,0 +1,17 @@
+#pragma once
+
+namespace skim::execute {
+
+// FLOPs of a forward pass: what ran, and what the dense model would have run,
+// so routed blocks can report what they skipped.
+struct FlopCount {
+  double executed = 0;
+  double dense = 0;
+  FlopCount& operator+=(const FlopCount& o) {
+    executed += o.executed;
+    dense += o.dense;
+    return *this;
+  }
+};
+
+}  // namespace skim::execute

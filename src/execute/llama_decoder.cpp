@@ -1,0 +1,165 @@
+#include "execute/llama_decoder.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "skim/error.hpp"
+
+namespace skim::execute {
+
+namespace {
+
+using kernels::Epilogue;
+using kernels::Linear;
+using Shape = std::vector<std::int64_t>;
+
+int padded_rows(int rows) { return (rows + 7) / 8 * 8; }
+
+std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
+  std::vector<float> all;
+  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+  return all;
+}
+
+struct Names {
+  DecoderNaming naming;
+  std::string layer(int l, const char* gguf, const char* hf) const {
+    return naming == DecoderNaming::gguf ? "blk." + std::to_string(l) + "." + gguf
+                                         : "model.layers." + std::to_string(l) + "." + hf;
+  }
+  std::string global(const char* gguf, const char* hf) const { return naming == DecoderNaming::gguf ? gguf : hf; }
+};
+
+}  // namespace
+
+struct LlamaDecoder::Layer {
+  std::vector<float> attention_norm;
+  Linear qkv;               // [dim + 2·kv_width, dim]: query, key, value in one GEMM
+  Linear attention_output;  // += into the residual
+  std::vector<float> ffn_norm;
+  Linear gate_up;  // [2·hidden, dim]: gate and up in one GEMM
+  Linear down;     // += into the residual
+};
+
+LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& weights, DecoderNaming naming,
+                           const kernels::Backend& backend)
+    : config_(c), backend_(backend) {
+  if (c.dim <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.dim % c.heads != 0 || c.heads % c.kv_heads != 0 ||
+      c.head_dim() % 2 != 0)
+    throw Error(ErrorCode::model, weights.source() + ": inconsistent decoder shape (dim " + std::to_string(c.dim) +
+                                      ", heads " + std::to_string(c.heads) + ", kv heads " +
+                                      std::to_string(c.kv_heads) + ")");
+  const Names n{naming};
+  const std::int64_t D = c.dim, F = c.hidden_dim, KV = c.kv_width(), V = c.vocab;
+  auto load = [&](const std::string& name, const Shape& shape) { return format::to_f32(weights.require(name, shape)); };
+
+  token_embeddings_ = load(n.global("token_embd.weight", "model.embed_tokens.weight"), {V, D});
+  for (int l = 0; l < c.layers; ++l) {
+    auto w = [&](const char* gguf, const char* hf, const Shape& s) { return load(n.layer(l, gguf, hf), s); };
+    auto qkv = concat({w("attn_q.weight", "self_attn.q_proj.weight", {D, D}),
+                       w("attn_k.weight", "self_attn.k_proj.weight", {KV, D}),
+                       w("attn_v.weight", "self_attn.v_proj.weight", {KV, D})});
+    auto gate_up = concat({w("ffn_gate.weight", "mlp.gate_proj.weight", {F, D}),
+                           w("ffn_up.weight", "mlp.up_proj.weight", {F, D})});
+    const int d = c.dim, f = c.hidden_dim, kv = c.kv_width();
+    layers_.push_back(std::make_unique<Layer>(Layer{
+        w("attn_norm.weight", "input_layernorm.weight", {D}),
+        Linear(backend, qkv, {}, d, d + 2 * kv, Epilogue::none),
+        Linear(backend, w("attn_output.weight", "self_attn.o_proj.weight", {D, D}), {}, d, d, Epilogue::add_to_output),
+        w("ffn_norm.weight", "post_attention_layernorm.weight", {D}),
+        Linear(backend, gate_up, {}, d, 2 * f, Epilogue::none),
+        Linear(backend, w("ffn_down.weight", "mlp.down_proj.weight", {D, F}), {}, f, d, Epilogue::add_to_output)}));
+  }
+  output_norm_ = load(n.global("output_norm.weight", "model.norm.weight"), {D});
+  const std::string head = n.global("output.weight", "lm_head.weight");
+  // No separate head: the output projection is the token embedding (tied).
+  output_ = std::make_unique<Linear>(backend, weights.find(head) ? load(head, {V, D}) : token_embeddings_,
+                                     std::span<const float>{}, c.dim, c.vocab, Epilogue::none);
+  rope_table_ = kernels::Rope::make_table(c.context, c.head_dim(), c.rope_theta);
+}
+
+LlamaDecoder::~LlamaDecoder() = default;
+
+DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
+    : max_rows_(max_rows), threads_(kernels::hardware_threads()), scratch_(decoder.backend()) {
+  const auto& c = decoder.config();
+  const std::size_t rows = padded_rows(max_rows);
+  x_.resize(rows * c.dim);
+  normed_.resize((rows + 8) * c.dim);  // logits() reads a padded row bucket from any offset
+  qkv_.resize(rows * (c.dim + 2 * c.kv_width()));
+  context_.resize(rows * c.dim);
+  gate_up_.resize(rows * 2 * c.hidden_dim);
+  ffn_.resize(rows * c.hidden_dim);
+  attention_scratch_.resize(kernels::Attention::scratch_floats(max_rows, c.context, threads_));
+  logits_.resize(static_cast<std::size_t>(padded_rows(LlamaDecoder::logits_rows())) * c.vocab);
+  positions_.reserve(max_rows);
+  segments_.reserve(1);
+}
+
+FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const {
+  const auto& c = config_;
+  const int rows = static_cast<int>(tokens.size()), start = cache.length();
+  if (rows == 0) return {};
+  if (rows > ws.max_rows_)
+    throw Error(ErrorCode::internal, "decoder chunk of " + std::to_string(rows) + " tokens exceeds the workspace");
+  if (start + rows > c.context)
+    throw Error(ErrorCode::invalid_argument, "the conversation would reach " + std::to_string(start + rows) +
+                                                 " tokens, past the model's context of " + std::to_string(c.context));
+  const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
+  auto& scratch = ws.scratch_;
+
+  for (int r = 0; r < rows; ++r) {
+    const int id = tokens[r];
+    if (id < 0 || id >= c.vocab)
+      throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                                   std::to_string(c.vocab));
+    std::memcpy(ws.x_.data() + static_cast<std::size_t>(r) * D,
+                token_embeddings_.data() + static_cast<std::size_t>(id) * D, sizeof(float) * D);
+  }
+  ws.positions_.resize(rows);
+  for (int r = 0; r < rows; ++r) ws.positions_[r] = start + r;
+  ws.segments_.assign(1, kernels::AttentionSegment{0, rows, 0, start + rows, start});
+  const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
+  const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
+
+  for (int l = 0; l < c.layers; ++l) {
+    const Layer& layer = *layers_[l];
+    kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
+    layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, scratch);
+    rope(ws.qkv_.data(), QKV, rows, c.heads, ws.positions_.data());
+    rope(ws.qkv_.data() + D, QKV, rows, c.kv_heads, ws.positions_.data());
+    float* keys = cache.keys(l);
+    float* values = cache.values(l);
+    for (int r = 0; r < rows; ++r) {
+      const float* row = ws.qkv_.data() + static_cast<std::size_t>(r) * QKV;
+      std::memcpy(keys + static_cast<std::size_t>(start + r) * KV, row + D, sizeof(float) * KV);
+      std::memcpy(values + static_cast<std::size_t>(start + r) * KV, row + D + KV, sizeof(float) * KV);
+    }
+    attention(ws.qkv_.data(), QKV, keys, values, KV, ws.context_.data(), D, ws.segments_,
+              ws.attention_scratch_.data(), ws.threads_);
+    layer.attention_output(ws.context_.data(), ws.x_.data(), rows, scratch);
+    kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
+    layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), rows, scratch);
+    kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, rows, F);
+    layer.down(ws.ffn_.data(), ws.x_.data(), rows, scratch);
+  }
+  cache.set_length(start + rows);
+  kernels::RmsNorm{output_norm_.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
+
+  // Causal attention: query r sees start + r + 1 keys.
+  const double attended = double(rows) * start + double(rows) * (rows + 1) / 2;
+  const double per_layer = Linear::flops(rows, D, QKV) + Linear::flops(rows, D, D) + Linear::flops(rows, D, 2 * F) +
+                           Linear::flops(rows, F, D) + 4.0 * attended * hd * c.heads;
+  const double total = per_layer * c.layers;
+  return {total, total};
+}
+
+FlopCount LlamaDecoder::logits(DecoderWorkspace& ws, int first, int count) const {
+  if (count > logits_rows()) throw Error(ErrorCode::internal, "too many logits rows at once");
+  (*output_)(ws.normed_.data() + static_cast<std::size_t>(first) * config_.dim, ws.logits_.data(), count, ws.scratch_);
+  const double f = output_->flops(count);
+  return {f, f};
+}
+
+}  // namespace skim::execute

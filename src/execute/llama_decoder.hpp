@@ -1,0 +1,83 @@
+#pragma once
+// LLaMA-family decoder: RMSNorm pre-norm blocks, rotary positions, grouped-
+// query attention over a KV cache, SwiGLU FFN, tied or separate output head.
+// Weights are packed once; activations live in a DecoderWorkspace and the
+// conversation's keys and values in a KvCache, both owned by the session.
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "execute/flop_count.hpp"
+#include "execute/kv_cache.hpp"
+#include "format/tensor_source.hpp"
+#include "kernels/aligned_buffer.hpp"
+#include "kernels/backend.hpp"
+#include "kernels/matmul.hpp"
+#include "kernels/ops.hpp"
+
+namespace skim::execute {
+
+struct DecoderConfig {
+  int dim = 0, hidden_dim = 0, layers = 0, heads = 0, kv_heads = 0, vocab = 0, context = 0;
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  kernels::RopeStyle rope_style = kernels::RopeStyle::adjacent_pairs;
+  int head_dim() const noexcept { return dim / heads; }
+  int kv_width() const noexcept { return kv_heads * head_dim(); }
+};
+
+// Where the weights are found. GGUF names (token_embd.weight,
+// blk.N.attn_q.weight, ...) are the canonical ones; llama2.c files are
+// exposed under them; Hugging Face checkpoints use model.layers.N.* names.
+enum class DecoderNaming { gguf, hugging_face };
+
+class LlamaDecoder;
+
+class DecoderWorkspace {
+ public:
+  DecoderWorkspace(const LlamaDecoder& decoder, int max_rows);
+  int max_rows() const noexcept { return max_rows_; }
+  // Logits of the rows asked for in the last call to LlamaDecoder::logits.
+  const float* logits() const noexcept { return logits_.data(); }
+
+ private:
+  friend class LlamaDecoder;
+  int max_rows_, threads_;
+  kernels::Scratch scratch_;
+  kernels::AlignedBuffer<float> x_, normed_, qkv_, context_, gate_up_, ffn_, attention_scratch_, logits_;
+  std::vector<std::int32_t> positions_;
+  std::vector<kernels::AttentionSegment> segments_;
+};
+
+class LlamaDecoder {
+ public:
+  LlamaDecoder(const DecoderConfig& config, const format::TensorSource& weights, DecoderNaming naming,
+               const kernels::Backend& backend);
+  ~LlamaDecoder();
+
+  // Runs `tokens` at positions cache.length() onwards (one prefill chunk, or
+  // one decoding step), appending their keys and values to the cache. The
+  // final-normed hidden states stay in the workspace for logits().
+  FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const;
+  // Output-head logits for rows [first, first + count) of the last forward;
+  // written to ws.logits(), vocab per row. count ≤ logits_rows().
+  FlopCount logits(DecoderWorkspace& ws, int first, int count) const;
+
+  const DecoderConfig& config() const noexcept { return config_; }
+  const kernels::Backend& backend() const noexcept { return backend_; }
+  KvCache make_cache() const { return KvCache(config_.layers, config_.context, config_.kv_width()); }
+  static constexpr int logits_rows() { return 64; }
+
+ private:
+  struct Layer;
+  DecoderConfig config_;
+  const kernels::Backend& backend_;
+  std::vector<float> token_embeddings_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<float> output_norm_;
+  std::unique_ptr<kernels::Linear> output_;
+  std::vector<float> rope_table_;
+};
+
+}  // namespace skim::execute

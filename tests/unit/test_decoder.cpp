@@ -1,0 +1,176 @@
+// The decoder path on the real stories260K model, from all three formats,
+// against the llama2.c reference output and a float64 PyTorch reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <skim/skim.hpp>
+#include <sstream>
+
+#include "engine/engine_impl.hpp"
+
+namespace fs = std::filesystem;
+using skim::ErrorCode;
+
+namespace {
+
+const fs::path data = SKIM_TEST_DATA_DIR;
+const fs::path stories = data / "models" / "stories260K";
+
+std::vector<std::int32_t> expected_greedy() {
+  std::ifstream in(stories / "expected_greedy_from_bos_256.ids.txt");
+  std::vector<std::int32_t> ids;
+  for (std::int32_t id; in >> id;) ids.push_back(id);
+  return ids;
+}
+
+std::shared_ptr<const skim::Engine> open_bin() {
+  return skim::Engine::open(stories / "stories260K.bin",
+                            skim::Options().threads(1).tokenizer((stories / "tok512.bin").string()));
+}
+
+template <typename F>
+void expect_error(F&& f, ErrorCode code, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no skim::Error thrown; expected one mentioning '" << needle << "'";
+  } catch (const skim::Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+class GreedyFromBos : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GreedyFromBos, Reproduces256ReferenceTokens) {
+  const std::string format = GetParam();
+  auto engine = format == "bin"    ? open_bin()
+                : format == "gguf" ? skim::Engine::open(stories / "stories260K.gguf", skim::Options().threads(1))
+                                   : skim::Engine::open(data / "models" / "stories260K-hf", skim::Options().threads(1));
+  EXPECT_TRUE(engine->info().is_decoder);
+  auto g = engine->generate("", skim::GenerateOptions().max_tokens(256));
+  EXPECT_EQ(g.tokens, expected_greedy());
+  EXPECT_EQ(g.prompt_tokens, 1u);  // BOS alone
+  EXPECT_EQ(g.stop, skim::Generation::Stop::max_tokens);
+  std::ifstream in(stories / "expected_greedy_from_bos_256.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string expected_text = text.str();
+  if (!expected_text.empty() && expected_text.back() == '\n') expected_text.pop_back();  // the file's final newline
+  EXPECT_EQ(g.text, expected_text);
+  EXPECT_GT(g.cost.flops, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, GreedyFromBos, ::testing::Values("bin", "gguf", "hf"));
+
+TEST(Decoder, LogitsMatchPyTorchReference) {
+  std::ifstream in(data / "reference" / "stories260K.logits.json");
+  ASSERT_TRUE(in);
+  auto ref = nlohmann::json::parse(in);
+  auto engine = open_bin();
+  const auto& impl = engine->impl();
+  double worst = 0;
+  for (const auto& c : ref.at("cases")) {
+    auto ids = c.at("ids").get<std::vector<std::int32_t>>();
+    const auto& logits = c.at("logits");
+    auto cache = impl.decoder->make_cache();
+    skim::execute::DecoderWorkspace ws(*impl.decoder, 64);
+    impl.decoder->forward(ids, cache, ws);
+    impl.decoder->logits(ws, 0, static_cast<int>(ids.size()));
+    const int V = impl.llama_config.vocab;
+    for (std::size_t p = 0; p < ids.size(); ++p) {
+      double diff = 0, scale = 0;
+      for (int j = 0; j < V; ++j) {
+        const double want = logits[p][j].get<double>();
+        diff = std::max(diff, std::abs(ws.logits()[p * V + j] - want));
+        scale = std::max(scale, std::abs(want));
+      }
+      worst = std::max(worst, diff / scale);
+      EXPECT_LE(diff / scale, 1e-4) << "position " << p;
+    }
+  }
+  std::cout << "worst relative error " << worst << "\n";
+}
+
+TEST(Decoder, PrefillEqualsTokenByToken) {
+  auto engine = open_bin();
+  const auto& impl = engine->impl();
+  const std::vector<std::int32_t> ids = {1, 403, 407, 261, 378, 11, 299, 264, 314, 300};
+  auto c1 = impl.decoder->make_cache(), c2 = impl.decoder->make_cache();
+  skim::execute::DecoderWorkspace w1(*impl.decoder, 16), w2(*impl.decoder, 16);
+  impl.decoder->forward(ids, c1, w1);
+  impl.decoder->logits(w1, static_cast<int>(ids.size()) - 1, 1);
+  for (auto id : ids) impl.decoder->forward(std::span(&id, 1), c2, w2);
+  impl.decoder->logits(w2, 0, 1);
+  for (int j = 0; j < impl.llama_config.vocab; ++j) EXPECT_NEAR(w1.logits()[j], w2.logits()[j], 1e-4);
+}
+
+TEST(Decoder, SamplingIsReproducibleUnderASeed) {
+  auto engine = open_bin();
+  auto opts = skim::GenerateOptions().max_tokens(60).temperature(0.9f).top_k(40).top_p(0.9f).seed(42);
+  auto a = engine->generate("Once upon a time", opts);
+  auto b = engine->generate("Once upon a time", opts);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.text, b.text);
+  auto c = engine->generate("Once upon a time", opts.seed(43));
+  EXPECT_NE(a.tokens, c.tokens);
+}
+
+TEST(Decoder, CallbackStreamsAndCanStop) {
+  auto engine = open_bin();
+  std::string streamed;
+  int calls = 0;
+  auto g = engine->generate("", skim::GenerateOptions().max_tokens(100), [&](std::string_view piece, std::int32_t) {
+    streamed += piece;
+    return ++calls < 10;
+  });
+  EXPECT_EQ(calls, 10);
+  EXPECT_EQ(g.tokens.size(), 10u);
+  EXPECT_EQ(g.stop, skim::Generation::Stop::callback);
+  EXPECT_EQ(streamed, g.text);
+}
+
+TEST(Decoder, SessionKeepsTheConversation) {
+  auto engine = open_bin();
+  auto session = engine->session();
+  auto first = session.generate("", skim::GenerateOptions().max_tokens(100));
+  auto second = session.generate("", skim::GenerateOptions().max_tokens(156));
+  auto tokens = first.tokens;
+  tokens.insert(tokens.end(), second.tokens.begin(), second.tokens.end());
+  EXPECT_EQ(tokens, expected_greedy());
+  session.reset();
+  EXPECT_EQ(session.generate("", skim::GenerateOptions().max_tokens(100)).tokens, first.tokens);
+}
+
+TEST(Decoder, PromptLongerThanTheContextIsAnError) {
+  auto engine = open_bin();  // context 512
+  std::string prompt;
+  for (int i = 0; i < 400; ++i) prompt += "the cat sat. ";
+  expect_error([&] { engine->generate(prompt); }, ErrorCode::invalid_argument, "context of 512");
+}
+
+TEST(Decoder, ScoreGivesAPlausiblePerplexity) {
+  auto engine = open_bin();
+  auto session = engine->session();
+  auto s = session.score("Once upon a time, there was a little girl named Lily. She loved to play outside.");
+  ASSERT_GT(s.tokens, 10u);
+  const double ppl = std::exp(s.negative_log_likelihood / s.tokens);
+  EXPECT_GT(ppl, 1.0);
+  EXPECT_LT(ppl, 30.0);  // stories260K is weak but far better than uniform (512)
+}
+
+TEST(Decoder, EncoderCallsOnADecoderAreClearErrors) {
+  auto engine = open_bin();
+  expect_error([&] { engine->classify("hello"); }, ErrorCode::invalid_argument, "decoder");
+}
+
+TEST(Decoder, LlamaCheckpointWithoutTokenizerIsNamed) {
+  auto dir = fs::temp_directory_path() / "skim-test-notok";
+  fs::create_directories(dir);
+  fs::copy_file(stories / "stories260K.bin", dir / "model.bin", fs::copy_options::overwrite_existing);
+  expect_error([&] { skim::Engine::open(dir / "model.bin"); }, ErrorCode::invalid_argument, "tokenizer");
+  fs::remove_all(dir);
+}
