@@ -48,7 +48,13 @@ void Attention::operator()(const float* q, std::size_t ld_q, const float* k, con
     max_kv = std::max(max_kv, s.kv_count);
   }
   const std::size_t per_thread = static_cast<std::size_t>(max_q) * max_kv;
-#pragma omp parallel for schedule(dynamic) num_threads(std::min(max_threads, std::max(problems, 1)))
+  // The team follows the caller's thread setting (omp_get_max_threads), at
+  // most one thread per problem and per scratch slot; a decoding step over a
+  // short context is not worth waking a team for.
+  double work = 0;
+  for (const auto& s : segments) work += double(s.q_count) * s.kv_count * head_dim * heads;
+  const int team = work < 32768 ? 1 : std::min({omp_get_max_threads(), max_threads, std::max(problems, 1)});
+#pragma omp parallel for schedule(dynamic) num_threads(team) if (team > 1)
   for (int p = 0; p < problems; ++p) {
     const auto& seg = segments[p / heads];
     const int h = p % heads;

@@ -55,7 +55,7 @@ class Reference : public ::testing::Test {
 
 TEST_F(Reference, TokenIdsMatch) {
   ASSERT_FALSE(cases.empty());
-  const auto& tok = *engine->impl().tokenizer;
+  const auto& tok = *engine->impl().wordpiece;
   for (const auto& c : cases) EXPECT_EQ(tok.encode(c.text, engine->info().max_sequence_length).ids, c.ids) << c.text;
 }
 
