@@ -49,7 +49,9 @@ void BM_BertBaseLayer(benchmark::State& state) {
     spec.stddev = 0.02f;
     return skim::testing::write_tiny_bert(skim::testing::fresh_temp_dir("bench-bert-base-layer"), spec);
   }();
-  auto engine = skim::Engine::open(dir, skim::Options().threads(bench_threads()));
+  const bool bf16 = state.range(2) == 1;
+  auto engine = skim::Engine::open(dir, skim::Options().threads(bench_threads()).weight_precision(
+                                            bf16 ? skim::WeightPrecision::bf16 : skim::WeightPrecision::f32));
   const auto& impl = engine->impl();
   skim::kernels::set_thread_count(bench_threads());
   skim::execute::TokenBatch batch;
@@ -67,7 +69,14 @@ void BM_BertBaseLayer(benchmark::State& state) {
   state.counters["GFLOP/s"] =
       benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_BertBaseLayer)->Args({1, 128})->Args({8, 128})->Unit(benchmark::kMillisecond)->UseRealTime();
+// Args: batch, sequence, bf16 weights (0/1).
+BENCHMARK(BM_BertBaseLayer)
+    ->Args({1, 128, 0})
+    ->Args({8, 128, 0})
+    ->Args({1, 128, 1})
+    ->Args({8, 128, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // A whole model from SKIM_BENCH_MODEL on the lines of SKIM_BENCH_TEXTS:
 // range(0) = 1 runs them one call each, 0 as one batched call.

@@ -1,7 +1,7 @@
 // skim-generate: text from a LLaMA-family decoder (GGUF, llama2.c .bin, or a
 // Hugging Face directory).
 //   skim-generate --model PATH [--tokenizer PATH] [--prompt TEXT] [--max-tokens N]
-//                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N] [--ids] [--verbose]
+//                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N] [--ids] [--bf16] [--verbose]
 //   skim-generate --model PATH --perplexity FILE
 // Text streams to stdout as it is generated; --ids prints the generated token
 // ids instead. --perplexity scores a file (documents separated by blank lines
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   float temperature = 0.f, top_p = 1.f;
   int top_k = 0, threads = 0;
   std::uint64_t seed = 0;
-  bool ids = false, verbose = false;
+  bool ids = false, verbose = false, bf16 = false;
   app.add_option("--model", model, "GGUF file, llama2.c .bin, or Hugging Face directory")->required();
   app.add_option("--tokenizer", tokenizer, "tokenizer file for a llama2.c checkpoint (tok512.bin, tokenizer.bin)");
   app.add_option("--prompt", prompt, "text to continue (default: start from BOS)");
@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "random seed for sampling");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   app.add_flag("--ids", ids, "print generated token ids instead of text");
+  app.add_flag("--bf16", bf16, "pack GEMM weights as bf16 (half the memory traffic; bf16 rounding)");
   app.add_flag("--verbose", verbose, "print token counts and speed on stderr");
   app.add_option("--perplexity", perplexity_file, "score this text file instead of generating");
   try {
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
   try {
     skim::Options options;
     options.threads(threads);
+    if (bf16) options.weight_precision(skim::WeightPrecision::bf16);
     if (!tokenizer.empty()) options.tokenizer(tokenizer);
     auto engine = skim::Engine::open(model, options);
     auto session = engine->session();

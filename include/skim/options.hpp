@@ -4,6 +4,11 @@
 
 namespace skim {
 
+// Storage of the packed GEMM weights. f32 is exact; bf16 halves the memory
+// each token streams (decoding is bound by it) and uses AVX-512 BF16 units,
+// at bf16 rounding of weights and of activations entering a GEMM.
+enum class WeightPrecision { f32, bf16 };
+
 // How an Engine runs. Fluent: Options().threads(2).max_sequence_length(128).
 class Options {
  public:
@@ -23,6 +28,9 @@ class Options {
   Options& max_batch_tokens(std::size_t n);
   std::size_t max_batch_tokens() const noexcept { return max_batch_tokens_; }
 
+  Options& weight_precision(WeightPrecision p) { weight_precision_ = p; return *this; }
+  WeightPrecision weight_precision() const noexcept { return weight_precision_; }
+
   // Tokenizer file for a llama2.c checkpoint (tok512.bin style); other
   // formats carry their own tokenizer.
   Options& tokenizer(std::string path);
@@ -30,6 +38,7 @@ class Options {
 
  private:
   std::string tokenizer_;
+  WeightPrecision weight_precision_ = WeightPrecision::f32;
   int threads_ = 0;
   std::size_t max_sequence_length_ = 0;
   std::size_t max_batch_tokens_ = 0;

@@ -203,17 +203,19 @@ void fill_info(Engine::Impl& impl, const std::string& type) {
 }  // namespace
 
 void open_llama(Engine::Impl& impl, const fs::path& path) {
+  const auto precision = impl.options.weight_precision() == WeightPrecision::bf16 ? kernels::WeightPrecision::bf16
+                                                                                 : kernels::WeightPrecision::f32;
   if (fs::is_directory(path)) {
     impl.llama_config = hf_config(path);
     auto store = format::TensorStore::open_directory(path);
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(hf_tokenizer(path, impl.llama_config.vocab));
     impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, store, execute::DecoderNaming::hugging_face,
-                                                           impl.backend);
+                                                           impl.backend, precision);
   } else if (is_gguf(path)) {
     format::GgufFile file(path);
     impl.llama_config = gguf_config(file);
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(gguf_tokenizer(file, impl.llama_config.vocab));
-    impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, file, execute::DecoderNaming::gguf, impl.backend);
+    impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, file, execute::DecoderNaming::gguf, impl.backend, precision);
   } else {
     format::Llama2cCheckpoint file(path);
     const auto& h = file.header();
@@ -224,7 +226,7 @@ void open_llama(Engine::Impl& impl, const fs::path& path) {
     impl.llama_config = c;
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(
         SentencePieceBpe::from_llama2c(llama2c_tokenizer_path(path, impl.options, c.vocab), c.vocab));
-    impl.decoder = std::make_unique<execute::LlamaDecoder>(c, file, execute::DecoderNaming::gguf, impl.backend);
+    impl.decoder = std::make_unique<execute::LlamaDecoder>(c, file, execute::DecoderNaming::gguf, impl.backend, precision);
   }
   if (impl.sentencepiece->vocab_size() != static_cast<std::size_t>(impl.llama_config.vocab))
     throw Error(ErrorCode::model, path.string() + ": the tokenizer has " + std::to_string(impl.sentencepiece->vocab_size()) +

@@ -41,7 +41,7 @@ struct BertEncoder::Layer {
 };
 
 BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::TensorStore& store,
-                         const kernels::Backend& backend)
+                         const kernels::Backend& backend, kernels::WeightPrecision precision)
     : config_(config), backend_(backend) {
   const std::int64_t H = config.hidden_size, I = config.intermediate_size;
   const std::string prefix = store.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
@@ -61,13 +61,14 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
                          w("attention.self.value.bias", {H})});
     const int h = static_cast<int>(H), i = static_cast<int>(I);
     layers_.push_back(std::make_unique<Layer>(Layer{
-        Linear(backend, qkv_w, qkv_b, h, 3 * h, Epilogue::none),
+        Linear(backend, qkv_w, qkv_b, h, 3 * h, Epilogue::none, precision),
         Linear(backend, w("attention.output.dense.weight", {H, H}), w("attention.output.dense.bias", {H}), h, h,
-               Epilogue::add_to_output),
+               Epilogue::add_to_output, precision),
         w("attention.output.LayerNorm.weight", {H}), w("attention.output.LayerNorm.bias", {H}),
         Linear(backend, w("intermediate.dense.weight", {I, H}), w("intermediate.dense.bias", {I}), h, i,
-               Epilogue::gelu_erf),
-        Linear(backend, w("output.dense.weight", {H, I}), w("output.dense.bias", {H}), i, h, Epilogue::add_to_output),
+               Epilogue::gelu_erf, precision),
+        Linear(backend, w("output.dense.weight", {H, I}), w("output.dense.bias", {H}), i, h, Epilogue::add_to_output,
+               precision),
         w("output.LayerNorm.weight", {H}), w("output.LayerNorm.bias", {H})}));
   }
 

@@ -48,7 +48,7 @@ class BertEncoder {
   // Reads and packs the weights; throws skim::Error(model) naming a missing
   // or misshapen tensor. `store` may be released afterwards.
   BertEncoder(const format::EncoderConfig& config, const format::TensorStore& store,
-              const kernels::Backend& backend);
+              const kernels::Backend& backend, kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
   ~BertEncoder();
 
   // Embeddings + every layer; leaves the last hidden states in ws.hidden().

@@ -43,7 +43,7 @@ struct LlamaDecoder::Layer {
 };
 
 LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& weights, DecoderNaming naming,
-                           const kernels::Backend& backend)
+                           const kernels::Backend& backend, kernels::WeightPrecision precision)
     : config_(c), backend_(backend) {
   if (c.dim <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.dim % c.heads != 0 || c.heads % c.kv_heads != 0 ||
       c.head_dim() % 2 != 0)
@@ -65,17 +65,17 @@ LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& w
     const int d = c.dim, f = c.hidden_dim, kv = c.kv_width();
     layers_.push_back(std::make_unique<Layer>(Layer{
         w("attn_norm.weight", "input_layernorm.weight", {D}),
-        Linear(backend, qkv, {}, d, d + 2 * kv, Epilogue::none),
-        Linear(backend, w("attn_output.weight", "self_attn.o_proj.weight", {D, D}), {}, d, d, Epilogue::add_to_output),
+        Linear(backend, qkv, {}, d, d + 2 * kv, Epilogue::none, precision),
+        Linear(backend, w("attn_output.weight", "self_attn.o_proj.weight", {D, D}), {}, d, d, Epilogue::add_to_output, precision),
         w("ffn_norm.weight", "post_attention_layernorm.weight", {D}),
-        Linear(backend, gate_up, {}, d, 2 * f, Epilogue::none),
-        Linear(backend, w("ffn_down.weight", "mlp.down_proj.weight", {D, F}), {}, f, d, Epilogue::add_to_output)}));
+        Linear(backend, gate_up, {}, d, 2 * f, Epilogue::none, precision),
+        Linear(backend, w("ffn_down.weight", "mlp.down_proj.weight", {D, F}), {}, f, d, Epilogue::add_to_output, precision)}));
   }
   output_norm_ = load(n.global("output_norm.weight", "model.norm.weight"), {D});
   const std::string head = n.global("output.weight", "lm_head.weight");
   // No separate head: the output projection is the token embedding (tied).
   output_ = std::make_unique<Linear>(backend, weights.find(head) ? load(head, {V, D}) : token_embeddings_,
-                                     std::span<const float>{}, c.dim, c.vocab, Epilogue::none);
+                                     std::span<const float>{}, c.dim, c.vocab, Epilogue::none, precision);
   rope_table_ = kernels::Rope::make_table(c.context, c.head_dim(), c.rope_theta);
 }
 

@@ -53,7 +53,7 @@ class DecoderWorkspace {
 class LlamaDecoder {
  public:
   LlamaDecoder(const DecoderConfig& config, const format::TensorSource& weights, DecoderNaming naming,
-               const kernels::Backend& backend);
+               const kernels::Backend& backend, kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
   ~LlamaDecoder();
 
   // Runs `tokens` at positions cache.length() onwards (one prefill chunk, or

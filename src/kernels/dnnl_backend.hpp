@@ -17,6 +17,7 @@ struct Scratch::Impl {
   explicit Impl(const dnnl::engine& engine) : stream(engine) {}
   dnnl::stream stream;
   AlignedBuffer<std::byte> scratchpad;  // grows to the largest primitive's need, once
+  AlignedBuffer<std::uint16_t> bf16_input;  // activations rounded to bf16 for bf16 GEMMs
 };
 
 }  // namespace skim::kernels

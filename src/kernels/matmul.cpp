@@ -1,5 +1,6 @@
 #include "kernels/matmul.hpp"
 
+#include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -41,12 +42,14 @@ struct Linear::Impl {
   mutable std::shared_mutex mutex;
   mutable std::unordered_map<std::int64_t, Cached> by_shape;  // key: rows, ld_x, ld_y
 
+  dt src_type = dt::f32;
+
   explicit Impl(const Backend& b) : backend(b) {}
 
   dnnl::matmul::primitive_desc describe(int rows, std::size_t ld_x, std::size_t ld_y, int in,
                                         int out, const memory::desc& wmd) const {
     const auto& engine = backend.impl().engine;
-    memory::desc src_md({rows, in}, dt::f32, memory::dims{static_cast<memory::dim>(ld_x), 1});
+    memory::desc src_md({rows, in}, src_type, memory::dims{static_cast<memory::dim>(ld_x), 1});
     memory::desc dst_md({rows, out}, dt::f32, memory::dims{static_cast<memory::dim>(ld_y), 1});
     memory::desc bias_md({1, out}, dt::f32, tag::ab);
     dnnl::matmul::desc desc(src_md, wmd, bias_md, dst_md);
@@ -69,8 +72,8 @@ struct Linear::Impl {
 };
 
 Linear::Linear(const Backend& backend, std::span<const float> weight_out_in,
-               std::span<const float> bias, int in, int out, Epilogue epilogue)
-    : in_(in), out_(out), epilogue_(epilogue), impl_(std::make_unique<Impl>(backend)) {
+               std::span<const float> bias, int in, int out, Epilogue epilogue, WeightPrecision precision)
+    : in_(in), out_(out), epilogue_(epilogue), precision_(precision), impl_(std::make_unique<Impl>(backend)) {
   if (in <= 0 || out <= 0 || weight_out_in.size() != static_cast<std::size_t>(in) * out ||
       (!bias.empty() && bias.size() != static_cast<std::size_t>(out)))
     throw Error(ErrorCode::internal, "Linear: weight/bias sizes do not match " +
@@ -86,7 +89,9 @@ Linear::Linear(const Backend& backend, std::span<const float> weight_out_in,
 
   // Let oneDNN choose the weight layout, then reorder the [out, in] matrix
   // (which is Wᵀ in "ba" order) into it once.
-  memory::desc any_md({in, out}, dt::f32, tag::any);
+  const dt weight_type = precision == WeightPrecision::bf16 ? dt::bf16 : dt::f32;
+  impl_->src_type = weight_type;
+  memory::desc any_md({in, out}, weight_type, tag::any);
   auto probe = impl_->describe(layout_probe_rows, in, out, in, out, any_md);
   impl_->weights_md = probe.weights_desc();
   memory::desc plain_md({in, out}, dt::f32, tag::ba);
@@ -109,14 +114,33 @@ void Linear::operator()(const float* x, std::size_t ld_x, float* y, std::size_t 
                         Scratch& scratch) const {
   if (rows <= 0) return;
   const int padded = bucket_rows(rows);
-  const auto& cached = impl_->get(padded, ld_x, ld_y, in_, out_);
+  // bf16 GEMMs read their own dense copy of x, so the row stride is in_.
+  const std::size_t src_ld = precision_ == WeightPrecision::bf16 ? static_cast<std::size_t>(in_) : ld_x;
+  const auto& cached = impl_->get(padded, src_ld, ld_y, in_, out_);
   auto& s = scratch.impl();
   const auto& engine = impl_->backend.impl().engine;
   if (s.scratchpad.size() < cached.scratchpad_bytes) s.scratchpad.resize(cached.scratchpad_bytes);
 
-  memory::desc src_md({padded, in_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_x), 1});
   memory::desc dst_md({padded, out_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_y), 1});
-  memory src(src_md, engine, const_cast<float*>(x));
+  memory src;
+  if (precision_ == WeightPrecision::bf16) {
+    // Round the activations to bf16 (nearest even) into a dense buffer.
+    s.bf16_input.reserve(static_cast<std::size_t>(padded) * in_);
+    std::uint16_t* dst16 = s.bf16_input.data();
+    for (int r = 0; r < padded; ++r) {
+      const float* row = x + static_cast<std::size_t>(r) * ld_x;
+      std::uint16_t* out16 = dst16 + static_cast<std::size_t>(r) * in_;
+      for (int i = 0; i < in_; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, row + i, 4);
+        out16[i] = static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+      }
+    }
+    src = memory(memory::desc({padded, in_}, dt::bf16, tag::ab), engine, dst16);
+  } else {
+    src = memory(memory::desc({padded, in_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_x), 1}), engine,
+                 const_cast<float*>(x));
+  }
   memory dst(dst_md, engine, y);
   memory pad(memory::desc({static_cast<memory::dim>(cached.scratchpad_bytes)}, dt::u8, tag::a), engine,
              s.scratchpad.data());

@@ -18,6 +18,11 @@ enum class Epilogue {
   tanh,              // y = tanh(x·Wᵀ + b), BERT's pooler
 };
 
+// How the packed weights are stored. bf16 halves the bytes a GEMM streams
+// (decoding is bound by them) and runs on AVX-512 BF16 units; activations are
+// rounded to bf16 on the way in, accumulation and outputs stay f32.
+enum class WeightPrecision { f32, bf16 };
+
 // y[rows, out] = epilogue(x[rows, in] · Wᵀ + b), W given as [out, in] (the
 // PyTorch / Hugging Face layout). The weights are reordered once, at
 // construction, into the blocked layout oneDNN prefers for this shape; the
@@ -27,7 +32,8 @@ enum class Epilogue {
 class Linear {
  public:
   Linear(const Backend& backend, std::span<const float> weight_out_in,
-         std::span<const float> bias, int in, int out, Epilogue epilogue);
+         std::span<const float> bias, int in, int out, Epilogue epilogue,
+         WeightPrecision precision = WeightPrecision::f32);
   ~Linear();
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;
@@ -41,6 +47,7 @@ class Linear {
   int in_features() const noexcept { return in_; }
   int out_features() const noexcept { return out_; }
   Epilogue epilogue() const noexcept { return epilogue_; }
+  WeightPrecision precision() const noexcept { return precision_; }
   static double flops(int rows, int in, int out) noexcept { return 2.0 * rows * in * out; }
   double flops(int rows) const noexcept { return flops(rows, in_, out_); }
 
@@ -49,6 +56,7 @@ class Linear {
  private:
   int in_ = 0, out_ = 0;
   Epilogue epilogue_ = Epilogue::none;
+  WeightPrecision precision_ = WeightPrecision::f32;
   std::unique_ptr<Impl> impl_;
 };
 
