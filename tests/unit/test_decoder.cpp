@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "engine/engine_impl.hpp"
+#include "format/gguf.hpp"
+#include "format/gguf_writer.hpp"
 
 namespace fs = std::filesystem;
 using skim::ErrorCode;
@@ -173,4 +175,55 @@ TEST(Decoder, LlamaCheckpointWithoutTokenizerIsNamed) {
   fs::copy_file(stories / "stories260K.bin", dir / "model.bin", fs::copy_options::overwrite_existing);
   expect_error([&] { skim::Engine::open(dir / "model.bin"); }, ErrorCode::invalid_argument, "tokenizer");
   fs::remove_all(dir);
+}
+
+namespace {
+
+// stories260K.gguf rewritten with the metadata keys starting with
+// `drop_prefix` left out and general.architecture set to `architecture`.
+fs::path gguf_without(const std::string& drop_prefix, const std::string& name,
+                      const std::string& architecture = "llama") {
+  skim::format::GgufFile source(stories / "stories260K.gguf");
+  std::vector<skim::format::GgufMetadataEntry> metadata;
+  for (const auto& e : source.metadata()) {
+    if (e.key.rfind(drop_prefix, 0) == 0 || e.key == "general.alignment") continue;
+    metadata.push_back(e);
+    if (e.key == "general.architecture") metadata.back().value.value = architecture;
+  }
+  std::vector<skim::format::GgufTensorToWrite> tensors;
+  for (const auto& t : source.tensors()) tensors.push_back({t.name, t.dtype, t.shape, t.bytes});
+  auto path = fs::temp_directory_path() / name;
+  skim::format::write_gguf(path, metadata, tensors);
+  return path;
+}
+
+}  // namespace
+
+TEST(Decoder, GgufWithoutTokenizerMetadataNamesTheKey) {
+  auto path = gguf_without("tokenizer.", "skim-test-notokenizer.gguf");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, "tokenizer.ggml.model");
+  fs::remove(path);
+}
+
+TEST(Decoder, GgufWithoutHyperparametersNamesTheKey) {
+  auto path = gguf_without("llama.", "skim-test-nohparams.gguf");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, "llama.embedding_length");
+  fs::remove(path);
+}
+
+TEST(Decoder, GgufOfAnotherArchitectureIsUnsupported) {
+  auto path = gguf_without("nothing.", "skim-test-gpt2.gguf", "gpt2");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::unsupported, "gpt2");
+  fs::remove(path);
+}
+
+TEST(Decoder, DecodingAnUnknownIdIsAnError) {
+  auto engine = open_bin();
+  const auto& tok = *engine->impl().sentencepiece;
+  expect_error([&] { tok.decode_piece(1, 512); }, ErrorCode::invalid_argument, "512");
+  // Byte tokens that never form a character decode to U+FFFD, never garbage.
+  std::size_t replaced = 0;
+  const std::int32_t lone_continuation = tok.byte_to_id(0x80);
+  EXPECT_EQ(tok.decode(std::vector<std::int32_t>{lone_continuation}, &replaced), "\xEF\xBF\xBD");
+  EXPECT_EQ(replaced, 1u);
 }
