@@ -1,3 +1,4 @@
+#include "format/atomic_file.hpp"
 #include "format/gguf_writer.hpp"
 
 #include <fcntl.h>
@@ -87,57 +88,6 @@ class HeaderBuffer {
   std::string bytes_;
 };
 
-// Removes the temporary file unless the write completed and it was renamed.
-class TemporaryFile {
- public:
-  explicit TemporaryFile(std::string path) : path_(std::move(path)) {}
-  ~TemporaryFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-
-  void open(const std::string& final_path) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail_io(final_path, "create " + path_);
-  }
-  void write(const std::string& final_path, const void* data, std::size_t size) {
-    const char* cursor = static_cast<const char*>(data);
-    while (size > 0) {
-      const ssize_t written = ::write(fd_, cursor, size);
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        fail_io(final_path, "write " + path_);
-      }
-      cursor += written;
-      size -= static_cast<std::size_t>(written);
-    }
-  }
-  // fsync before rename so a crash never leaves a renamed but empty file.
-  void commit(const std::string& final_path) {
-    if (::fsync(fd_) != 0) fail_io(final_path, "sync " + path_);
-    const int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) fail_io(final_path, "close " + path_);
-    if (::rename(path_.c_str(), final_path.c_str()) != 0) fail_io(final_path, "rename " + path_ + " to it");
-    committed_ = true;
-  }
-
- private:
-  [[noreturn]] static void fail_io(const std::string& final_path, const std::string& what) {
-    throw Error(ErrorCode::io, final_path + ": cannot " + what + ": " + std::strerror(errno));
-  }
-
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
-
-std::string temporary_path_for(const std::filesystem::path& path) {
-  static std::atomic<unsigned> counter{0};
-  return path.string() + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-}
 
 std::uint64_t padding_to(std::uint64_t offset, std::uint32_t alignment) {
   return (alignment - offset % alignment) % alignment;
