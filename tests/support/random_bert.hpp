@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "format/safetensors_writer.hpp"
+#include "temp_dir.hpp"  // fresh_temp_dir, for callers of write_tiny_bert
 
 namespace skim::testing {
 
@@ -91,14 +92,6 @@ inline std::filesystem::path write_tiny_bert(const std::filesystem::path& dir, c
   add("classifier.weight", {spec.labels, H}, 0);
   add("classifier.bias", {spec.labels}, 0);
   format::write_safetensors(dir / "model.safetensors", tensors);
-  return dir;
-}
-
-inline std::filesystem::path fresh_temp_dir(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("skim-test-" + name + "-" + std::to_string(std::random_device{}()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
   return dir;
 }
 

@@ -11,9 +11,11 @@
 #include "engine/engine_impl.hpp"
 #include "format/gguf.hpp"
 #include "format/gguf_writer.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using skim::ErrorCode;
+using namespace skim::testing;
 
 namespace {
 
@@ -30,17 +32,6 @@ std::vector<std::int32_t> expected_greedy() {
 std::shared_ptr<const skim::Engine> open_bin() {
   return skim::Engine::open(stories / "stories260K.bin",
                             skim::Options().threads(1).tokenizer((stories / "tok512.bin").string()));
-}
-
-template <typename F>
-void expect_error(F&& f, ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no skim::Error thrown; expected one mentioning '" << needle << "'";
-  } catch (const skim::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 }  // namespace
@@ -151,7 +142,7 @@ TEST(Decoder, PromptLongerThanTheContextIsAnError) {
   auto engine = open_bin();  // context 512
   std::string prompt;
   for (int i = 0; i < 400; ++i) prompt += "the cat sat. ";
-  expect_error([&] { engine->generate(prompt); }, ErrorCode::invalid_argument, "context of 512");
+  expect_error([&] { engine->generate(prompt); }, ErrorCode::invalid_argument, {"context of 512"});
 }
 
 TEST(Decoder, ScoreGivesAPlausiblePerplexity) {
@@ -166,23 +157,20 @@ TEST(Decoder, ScoreGivesAPlausiblePerplexity) {
 
 TEST(Decoder, EncoderCallsOnADecoderAreClearErrors) {
   auto engine = open_bin();
-  expect_error([&] { engine->classify("hello"); }, ErrorCode::invalid_argument, "decoder");
+  expect_error([&] { engine->classify("hello"); }, ErrorCode::invalid_argument, {"decoder"});
 }
 
 TEST(Decoder, LlamaCheckpointWithoutTokenizerIsNamed) {
-  auto dir = fs::temp_directory_path() / "skim-test-notok";
-  fs::create_directories(dir);
-  fs::copy_file(stories / "stories260K.bin", dir / "model.bin", fs::copy_options::overwrite_existing);
-  expect_error([&] { skim::Engine::open(dir / "model.bin"); }, ErrorCode::invalid_argument, "tokenizer");
-  fs::remove_all(dir);
+  const TemporaryDirectory dir;
+  fs::copy_file(stories / "stories260K.bin", dir / "model.bin");
+  expect_error([&] { skim::Engine::open(dir / "model.bin"); }, ErrorCode::invalid_argument, {"tokenizer"});
 }
 
 namespace {
 
-// stories260K.gguf rewritten with the metadata keys starting with
+// stories260K.gguf rewritten to `path` with the metadata keys starting with
 // `drop_prefix` left out and general.architecture set to `architecture`.
-fs::path gguf_without(const std::string& drop_prefix, const std::string& name,
-                      const std::string& architecture = "llama") {
+fs::path gguf_without(const fs::path& path, const std::string& drop_prefix, const std::string& architecture = "llama") {
   skim::format::GgufFile source(stories / "stories260K.gguf");
   std::vector<skim::format::GgufMetadataEntry> metadata;
   for (const auto& e : source.metadata()) {
@@ -192,7 +180,6 @@ fs::path gguf_without(const std::string& drop_prefix, const std::string& name,
   }
   std::vector<skim::format::GgufTensorToWrite> tensors;
   for (const auto& t : source.tensors()) tensors.push_back({t.name, t.dtype, t.shape, t.bytes});
-  auto path = fs::temp_directory_path() / name;
   skim::format::write_gguf(path, metadata, tensors);
   return path;
 }
@@ -200,27 +187,27 @@ fs::path gguf_without(const std::string& drop_prefix, const std::string& name,
 }  // namespace
 
 TEST(Decoder, GgufWithoutTokenizerMetadataNamesTheKey) {
-  auto path = gguf_without("tokenizer.", "skim-test-notokenizer.gguf");
-  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, "tokenizer.ggml.model");
-  fs::remove(path);
+  const TemporaryDirectory dir;
+  const auto path = gguf_without(dir / "notokenizer.gguf", "tokenizer.");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, {"tokenizer.ggml.model"});
 }
 
 TEST(Decoder, GgufWithoutHyperparametersNamesTheKey) {
-  auto path = gguf_without("llama.", "skim-test-nohparams.gguf");
-  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, "llama.embedding_length");
-  fs::remove(path);
+  const TemporaryDirectory dir;
+  const auto path = gguf_without(dir / "nohparams.gguf", "llama.");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::model, {"llama.embedding_length"});
 }
 
 TEST(Decoder, GgufOfAnotherArchitectureIsUnsupported) {
-  auto path = gguf_without("nothing.", "skim-test-gpt2.gguf", "gpt2");
-  expect_error([&] { skim::Engine::open(path); }, ErrorCode::unsupported, "gpt2");
-  fs::remove(path);
+  const TemporaryDirectory dir;
+  const auto path = gguf_without(dir / "gpt2.gguf", "nothing.", "gpt2");
+  expect_error([&] { skim::Engine::open(path); }, ErrorCode::unsupported, {"gpt2"});
 }
 
 TEST(Decoder, DecodingAnUnknownIdIsAnError) {
   auto engine = open_bin();
   const auto& tok = *engine->impl().sentencepiece;
-  expect_error([&] { tok.decode_piece(1, 512); }, ErrorCode::invalid_argument, "512");
+  expect_error([&] { tok.decode_piece(1, 512); }, ErrorCode::invalid_argument, {"512"});
   // Byte tokens that never form a character decode to U+FFFD, never garbage.
   std::size_t replaced = 0;
   const std::int32_t lone_continuation = tok.byte_to_id(0x80);

@@ -10,8 +10,10 @@
 
 #include "engine/engine_impl.hpp"
 #include "random_bert.hpp"
+#include "test_support.hpp"
 
 using skim::ErrorCode;
+using namespace skim::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -23,17 +25,6 @@ class TinyModel : public ::testing::Test {
   static fs::path dir_;
 };
 fs::path TinyModel::dir_;
-
-template <typename F>
-void expect_error(F&& f, ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no skim::Error thrown; expected one mentioning '" << needle << "'";
-  } catch (const skim::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 }  // namespace
 
@@ -134,50 +125,49 @@ TEST_F(TinyModel, LongTextIsTruncatedAndSaysSo) {
 
 TEST_F(TinyModel, EmptyOrBlankTextIsRejectedNamingTheInput) {
   auto engine = skim::Engine::open(dir_);
-  expect_error([&] { engine->classify(""); }, ErrorCode::invalid_argument, "input 0 is empty");
+  expect_error([&] { engine->classify(""); }, ErrorCode::invalid_argument, {"input 0 is empty"});
   std::vector<std::string> texts = {"play music", " \t "};
-  expect_error([&] { engine->classify(texts); }, ErrorCode::invalid_argument, "input 1");
+  expect_error([&] { engine->classify(texts); }, ErrorCode::invalid_argument, {"input 1"});
 }
 
 TEST_F(TinyModel, InvalidUtf8IsRejectedWithItsByteOffset) {
   auto engine = skim::Engine::open(dir_);
-  expect_error([&] { engine->classify("play \xC3\x28 music"); }, ErrorCode::text, "byte 5");
+  expect_error([&] { engine->classify("play \xC3\x28 music"); }, ErrorCode::text, {"byte 5"});
 }
 
 TEST(EngineOpen, MissingDirectoryOrVocabulary) {
-  expect_error([] { skim::Engine::open("/nonexistent/skim-model"); }, ErrorCode::io, "/nonexistent/skim-model");
-  auto dir = skim::testing::write_tiny_bert(skim::testing::fresh_temp_dir("novocab"));
+  expect_error([] { skim::Engine::open("/nonexistent/skim-model"); }, ErrorCode::io, {"/nonexistent/skim-model"});
+  const TemporaryDirectory temp;
+  const auto dir = skim::testing::write_tiny_bert(temp.path());
   fs::remove(dir / "vocab.txt");
-  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, "no vocabulary");
-  fs::remove_all(dir);
+  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"no vocabulary"});
 }
 
 TEST(EngineOpen, MissingOrMisshapenTensorIsNamed) {
   skim::testing::TinyBertSpec missing;
   missing.edit = [](const std::string& n, auto&) { return n != "bert.encoder.layer.1.output.dense.weight"; };
-  auto dir = skim::testing::write_tiny_bert(skim::testing::fresh_temp_dir("missing"), missing);
-  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, "bert.encoder.layer.1.output.dense.weight");
-  fs::remove_all(dir);
+  const TemporaryDirectory temp;
+  auto dir = skim::testing::write_tiny_bert(temp / "missing", missing);
+  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"bert.encoder.layer.1.output.dense.weight"});
 
   skim::testing::TinyBertSpec wrong;
   wrong.edit = [](const std::string& n, std::vector<std::int64_t>& shape) {
     if (n == "classifier.weight") shape = {4, 32};
     return true;
   };
-  dir = skim::testing::write_tiny_bert(skim::testing::fresh_temp_dir("wrongshape"), wrong);
-  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, "classifier.weight");
-  fs::remove_all(dir);
+  dir = skim::testing::write_tiny_bert(temp / "wrongshape", wrong);
+  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"classifier.weight"});
 }
 
 TEST(EngineOpen, UnknownModelTypeIsUnsupported) {
-  auto dir = skim::testing::write_tiny_bert(skim::testing::fresh_temp_dir("gpt2"));
+  const TemporaryDirectory temp;
+  const auto dir = skim::testing::write_tiny_bert(temp.path());
   std::ifstream in(dir / "config.json");
   std::string cfg((std::istreambuf_iterator<char>(in)), {});
   in.close();
   cfg.replace(cfg.find("\"bert\""), 6, "\"gpt2\"");
   std::ofstream(dir / "config.json") << cfg;
-  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::unsupported, "gpt2");
-  fs::remove_all(dir);
+  expect_error([&] { skim::Engine::open(dir); }, ErrorCode::unsupported, {"gpt2"});
 }
 
 TEST_F(TinyModel, OneEngineServesManyThreads) {

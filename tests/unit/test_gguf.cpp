@@ -4,13 +4,10 @@
 // checking the error code and that the message names the file and what is
 // wrong, and lying counts are rejected before anything large is allocated.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <bit>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <initializer_list>
 #include <random>
 #include <string>
@@ -21,73 +18,17 @@
 #include "format/gguf_writer.hpp"
 #include "format/tensor.hpp"
 #include "skim/error.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using skim::Error;
 using skim::ErrorCode;
 using namespace skim::format;
+using namespace skim::testing;
 
 namespace {
 
 const fs::path stories_dir = fs::path(SKIM_TEST_DATA_DIR) / "models" / "stories260K";
-
-// A fresh directory per test, removed afterwards.
-class TemporaryDirectory {
- public:
-  TemporaryDirectory() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("skim_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-             (test != nullptr ? test->name() : "test"));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<std::byte> read_file_bytes(const fs::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  if (!chars.empty()) std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
-void write_file_bytes(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream stream(path, std::ios::binary | std::ios::trunc);
-  stream.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(stream.good()) << path;
-}
-
-template <typename T>
-std::span<const std::byte> bytes_of(const std::vector<T>& values) {
-  return std::as_bytes(std::span<const T>(values));
-}
-
-// Runs `action`, expecting skim::Error with `code` and every one of `needles`
-// in its message.
-void expect_error(const std::function<void()>& action, ErrorCode code,
-                  std::initializer_list<std::string> needles) {
-  try {
-    action();
-  } catch (const Error& error) {
-    EXPECT_EQ(error.code(), code) << "code " << skim::to_string(error.code()) << ": " << error.what();
-    for (const std::string& needle : needles) {
-      EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-          << "message lacks \"" << needle << "\": " << error.what();
-    }
-    return;
-  }
-  ADD_FAILURE() << "no skim::Error thrown (expected " << skim::to_string(code) << ")";
-}
 
 void expect_open_error(const fs::path& file, ErrorCode code, std::initializer_list<std::string> needles) {
   expect_error([&] { GgufFile opened(file); }, code, needles);
@@ -98,8 +39,7 @@ class GgufBytes {
  public:
   template <typename T>
   GgufBytes& put(T value) {
-    const auto* raw = reinterpret_cast<const std::byte*>(&value);
-    bytes_.insert(bytes_.end(), raw, raw + sizeof(T));
+    append_bytes(bytes_, value);
     return *this;
   }
   GgufBytes& raw(std::string_view text) {
@@ -140,8 +80,6 @@ class GgufBytes {
  private:
   std::vector<std::byte> bytes_;
 };
-
-std::uint32_t bits_of(float value) { return std::bit_cast<std::uint32_t>(value); }
 
 }  // namespace
 
@@ -214,18 +152,7 @@ TEST(GgufFile, ReadsStories260KTensors) {
   EXPECT_EQ(gguf.require("token_embd.weight", {512, 64}).name, "token_embd.weight");
   gguf.require("output.weight", {512, 64});
   gguf.require("output_norm.weight", {64});
-  for (int layer = 0; layer < 5; ++layer) {
-    const std::string prefix = "blk." + std::to_string(layer) + ".";
-    gguf.require(prefix + "attn_norm.weight", {64});
-    gguf.require(prefix + "attn_q.weight", {64, 64});
-    gguf.require(prefix + "attn_k.weight", {32, 64});
-    gguf.require(prefix + "attn_v.weight", {32, 64});
-    gguf.require(prefix + "attn_output.weight", {64, 64});
-    gguf.require(prefix + "ffn_norm.weight", {64});
-    gguf.require(prefix + "ffn_gate.weight", {172, 64});
-    gguf.require(prefix + "ffn_down.weight", {64, 172});
-    gguf.require(prefix + "ffn_up.weight", {172, 64});
-  }
+  for (const auto& [name, shape] : stories260k_block_tensors()) gguf.require(name, shape);
   expect_error([&] { gguf.require("blk.0.ffn_down.weight", {172, 64}); }, ErrorCode::model,
                {"stories260K.gguf", "'blk.0.ffn_down.weight'", "[64, 172]", "[172, 64]"});
   expect_error([&] { gguf.require("blk.5.attn_q.weight", {64, 64}); }, ErrorCode::model,

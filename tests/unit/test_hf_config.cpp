@@ -2,24 +2,24 @@
 // BertForSequenceClassification config reads back; each way a config can be
 // wrong yields the documented error code and names the file and the field.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "format/hf_config.hpp"
 #include "skim/error.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
-using skim::Error;
 using skim::ErrorCode;
 using skim::format::EncoderConfig;
 using skim::format::read_encoder_config;
+using namespace skim::testing;
 
 namespace {
 
@@ -53,54 +53,35 @@ nlohmann::json sequence_classification_config() {
   })");
 }
 
-class ConfigFile {
- public:
-  ConfigFile() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    static int counter = 0;
-    directory_ = fs::temp_directory_path() /
-                 ("skim_config_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-                  (test != nullptr ? test->name() : "test"));
-    fs::remove_all(directory_);
-    fs::create_directories(directory_);
-  }
-  ~ConfigFile() {
-    std::error_code ignored;
-    fs::remove_all(directory_, ignored);
-  }
+// Each test starts from that config in `json`, edits it, and writes it as
+// config.json in a fresh directory.
+class HfConfig : public ::testing::Test {
+ protected:
+  fs::path path() const { return directory_ / "config.json"; }
   fs::path write_text(const std::string& text) const {
-    const fs::path path = directory_ / "config.json";
-    std::ofstream(path) << text;
-    return path;
+    std::ofstream(path()) << text;
+    return path();
   }
   fs::path write(const nlohmann::json& config) const { return write_text(config.dump(2)); }
-  fs::path path() const { return directory_ / "config.json"; }
+
+  nlohmann::json json = sequence_classification_config();
 
  private:
-  fs::path directory_;
+  TemporaryDirectory directory_;
 };
 
+// read_encoder_config(path) throws skim::Error with `code`, naming the file and
+// every one of `needles`.
 void expect_config_error(const fs::path& path, ErrorCode code, std::initializer_list<std::string> needles) {
-  try {
-    read_encoder_config(path);
-  } catch (const Error& error) {
-    EXPECT_EQ(error.code(), code) << "code " << skim::to_string(error.code()) << ": " << error.what();
-    EXPECT_NE(std::string(error.what()).find(path.string()), std::string::npos)
-        << "message lacks the path: " << error.what();
-    for (const std::string& needle : needles) {
-      EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-          << "message lacks \"" << needle << "\": " << error.what();
-    }
-    return;
-  }
-  ADD_FAILURE() << "no skim::Error thrown (expected " << skim::to_string(code) << ")";
+  std::vector<std::string> all = {path.string()};
+  all.insert(all.end(), needles);
+  expect_error([&] { read_encoder_config(path); }, code, all);
 }
 
 }  // namespace
 
-TEST(HfConfig, ReadsBertForSequenceClassification) {
-  ConfigFile file;
-  const EncoderConfig config = read_encoder_config(file.write(sequence_classification_config()));
+TEST_F(HfConfig, ReadsBertForSequenceClassification) {
+  const EncoderConfig config = read_encoder_config(write(json));
   EXPECT_EQ(config.model_type, "bert");
   EXPECT_EQ(config.architectures, std::vector<std::string>{"BertForSequenceClassification"});
   EXPECT_EQ(config.vocab_size, 30522);
@@ -118,30 +99,26 @@ TEST(HfConfig, ReadsBertForSequenceClassification) {
   EXPECT_TRUE(config.has_pooler);
 }
 
-TEST(HfConfig, OrdersLabelsByNumericIdAndReadsSkimPooling) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, OrdersLabelsByNumericIdAndReadsSkimPooling) {
   json["id2label"] = nlohmann::json::object();
   for (int id = 0; id < 12; ++id) json["id2label"][std::to_string(id)] = "label" + std::to_string(id);
   json.erase("label2id");
   json["num_labels"] = 12;
   json["skim_pooling"] = "mean";
-  const EncoderConfig config = read_encoder_config(file.write(json));
+  const EncoderConfig config = read_encoder_config(write(json));
   ASSERT_EQ(config.id2label.size(), 12u);
   EXPECT_EQ(config.id2label[2], "label2");    // not "label10", as string order would give
   EXPECT_EQ(config.id2label[10], "label10");
   EXPECT_EQ(config.pooling, "mean");
 }
 
-TEST(HfConfig, BertModelWithDefaults) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, BertModelWithDefaults) {
   json["architectures"] = {"BertModel"};
   for (const char* field : {"id2label", "label2id", "type_vocab_size", "layer_norm_eps", "hidden_act",
                             "pad_token_id", "position_embedding_type"}) {
     json.erase(field);
   }
-  const EncoderConfig config = read_encoder_config(file.write(json));
+  const EncoderConfig config = read_encoder_config(write(json));
   EXPECT_TRUE(config.id2label.empty());
   EXPECT_EQ(config.type_vocab_size, 2);
   EXPECT_FLOAT_EQ(config.layer_norm_eps, 1e-12f);
@@ -149,106 +126,79 @@ TEST(HfConfig, BertModelWithDefaults) {
   EXPECT_EQ(config.pooling, "cls");
 }
 
-TEST(HfConfig, NumLabelsWithoutId2LabelNamesLabelsLikeHf) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, NumLabelsWithoutId2LabelNamesLabelsLikeHf) {
   json.erase("id2label");
   json.erase("label2id");
   json["num_labels"] = 2;
-  const EncoderConfig config = read_encoder_config(file.write(json));
+  const EncoderConfig config = read_encoder_config(write(json));
   EXPECT_EQ(config.id2label, (std::vector<std::string>{"LABEL_0", "LABEL_1"}));
 }
 
-TEST(HfConfig, UnknownModelTypeIsUnsupported) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, UnknownModelTypeIsUnsupported) {
   json["model_type"] = "gpt2";
-  expect_config_error(file.write(json), ErrorCode::unsupported, {"model_type", "gpt2"});
+  expect_config_error(write(json), ErrorCode::unsupported, {"model_type", "gpt2"});
 }
 
-TEST(HfConfig, MissingHiddenSizeIsAFormatError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, MissingHiddenSizeIsAFormatError) {
   json.erase("hidden_size");
-  expect_config_error(file.write(json), ErrorCode::format, {"'hidden_size'", "missing"});
+  expect_config_error(write(json), ErrorCode::format, {"'hidden_size'", "missing"});
 }
 
-TEST(HfConfig, HiddenSizeOfWrongJsonTypeIsAFormatError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, HiddenSizeOfWrongJsonTypeIsAFormatError) {
   json["hidden_size"] = "768";
-  expect_config_error(file.write(json), ErrorCode::format, {"'hidden_size'", "integer"});
+  expect_config_error(write(json), ErrorCode::format, {"'hidden_size'", "integer"});
 }
 
-TEST(HfConfig, Id2LabelWithGapIsAModelError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, Id2LabelWithGapIsAModelError) {
   json["id2label"] = {{"0", "negative"}, {"2", "positive"}};
   json.erase("label2id");
-  expect_config_error(file.write(json), ErrorCode::model, {"'id2label'", "no id 1"});
+  expect_config_error(write(json), ErrorCode::model, {"'id2label'", "no id 1"});
 }
 
-TEST(HfConfig, Id2LabelWithNonNumericKeyIsAFormatError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, Id2LabelWithNonNumericKeyIsAFormatError) {
   json["id2label"] = {{"0", "negative"}, {"one", "positive"}};
-  expect_config_error(file.write(json), ErrorCode::format, {"'id2label'", "'one'"});
+  expect_config_error(write(json), ErrorCode::format, {"'id2label'", "'one'"});
 }
 
-TEST(HfConfig, NumLabelsDisagreeingWithId2LabelIsAModelError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, NumLabelsDisagreeingWithId2LabelIsAModelError) {
   json["num_labels"] = 2;
-  expect_config_error(file.write(json), ErrorCode::model, {"'num_labels'", "3 labels"});
+  expect_config_error(write(json), ErrorCode::model, {"'num_labels'", "3 labels"});
 }
 
-TEST(HfConfig, BadJsonIsAFormatError) {
-  ConfigFile file;
-  expect_config_error(file.write_text(R"({"model_type": "bert", "hidden_size": 768,)"), ErrorCode::format,
+TEST_F(HfConfig, BadJsonIsAFormatError) {
+  expect_config_error(write_text(R"({"model_type": "bert", "hidden_size": 768,)"), ErrorCode::format,
                       {"not valid JSON"});
 }
 
-TEST(HfConfig, ConfigThatIsNotAnObjectIsAFormatError) {
-  ConfigFile file;
-  expect_config_error(file.write_text("[]"), ErrorCode::format, {"expected an object"});
+TEST_F(HfConfig, ConfigThatIsNotAnObjectIsAFormatError) {
+  expect_config_error(write_text("[]"), ErrorCode::format, {"expected an object"});
 }
 
-TEST(HfConfig, HeadsNotDividingHiddenSizeIsAModelError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, HeadsNotDividingHiddenSizeIsAModelError) {
   json["num_attention_heads"] = 10;
-  expect_config_error(file.write(json), ErrorCode::model, {"hidden_size 768", "num_attention_heads 10"});
+  expect_config_error(write(json), ErrorCode::model, {"hidden_size 768", "num_attention_heads 10"});
 }
 
-TEST(HfConfig, TanhGeluIsUnsupported) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, TanhGeluIsUnsupported) {
   json["hidden_act"] = "gelu_new";
-  expect_config_error(file.write(json), ErrorCode::unsupported, {"'hidden_act'", "gelu_new"});
+  expect_config_error(write(json), ErrorCode::unsupported, {"'hidden_act'", "gelu_new"});
 }
 
-TEST(HfConfig, RelativePositionEmbeddingsAreUnsupported) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, RelativePositionEmbeddingsAreUnsupported) {
   json["position_embedding_type"] = "relative_key";
-  expect_config_error(file.write(json), ErrorCode::unsupported, {"'position_embedding_type'", "relative_key"});
+  expect_config_error(write(json), ErrorCode::unsupported, {"'position_embedding_type'", "relative_key"});
 }
 
-TEST(HfConfig, UnknownSkimPoolingIsUnsupported) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, UnknownSkimPoolingIsUnsupported) {
   json["skim_pooling"] = "max";
-  expect_config_error(file.write(json), ErrorCode::unsupported, {"'skim_pooling'", "max"});
+  expect_config_error(write(json), ErrorCode::unsupported, {"'skim_pooling'", "max"});
 }
 
-TEST(HfConfig, NonPositiveLayerCountIsAModelError) {
-  ConfigFile file;
-  nlohmann::json json = sequence_classification_config();
+TEST_F(HfConfig, NonPositiveLayerCountIsAModelError) {
   json["num_hidden_layers"] = 0;
-  expect_config_error(file.write(json), ErrorCode::model, {"'num_hidden_layers'"});
+  expect_config_error(write(json), ErrorCode::model, {"'num_hidden_layers'"});
 }
 
-TEST(HfConfig, MissingFileIsAnIoError) {
-  ConfigFile file;
-  expect_config_error(file.path(), ErrorCode::io, {"No such file"});
+TEST_F(HfConfig, MissingFileIsAnIoError) {
+  expect_config_error(path(), ErrorCode::io, {"No such file"});
 }

@@ -3,13 +3,10 @@
 // stories260K.gguf; a small synthetic checkpoint pins the layout (with and
 // without a separate classifier); each malformed file has its own test.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <bit>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <functional>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -18,71 +15,16 @@
 #include "format/llama2c.hpp"
 #include "format/tensor.hpp"
 #include "skim/error.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
-using skim::Error;
 using skim::ErrorCode;
 using namespace skim::format;
+using namespace skim::testing;
 
 namespace {
 
 const fs::path stories_dir = fs::path(SKIM_TEST_DATA_DIR) / "models" / "stories260K";
-
-class TemporaryDirectory {
- public:
-  TemporaryDirectory() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("skim_llama2c_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-             (test != nullptr ? test->name() : "test"));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-std::vector<std::byte> read_file_bytes(const fs::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  if (!chars.empty()) std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
-void write_file_bytes(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream stream(path, std::ios::binary | std::ios::trunc);
-  stream.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(stream.good()) << path;
-}
-
-template <typename T>
-void append(std::vector<std::byte>& bytes, T value) {
-  const auto* raw = reinterpret_cast<const std::byte*>(&value);
-  bytes.insert(bytes.end(), raw, raw + sizeof(T));
-}
-
-void expect_error(const std::function<void()>& action, ErrorCode code,
-                  std::initializer_list<std::string> needles) {
-  try {
-    action();
-  } catch (const Error& error) {
-    EXPECT_EQ(error.code(), code) << "code " << skim::to_string(error.code()) << ": " << error.what();
-    for (const std::string& needle : needles) {
-      EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-          << "message lacks \"" << needle << "\": " << error.what();
-    }
-    return;
-  }
-  ADD_FAILURE() << "no skim::Error thrown (expected " << skim::to_string(code) << ")";
-}
 
 void expect_open_error(const fs::path& file, ErrorCode code, std::initializer_list<std::string> needles) {
   expect_error([&] { Llama2cCheckpoint opened(file); }, code, needles);
@@ -92,8 +34,8 @@ void expect_open_error(const fs::path& file, ErrorCode code, std::initializer_li
 // first value is its offset (in floats) after the header.
 fs::path write_checkpoint(const fs::path& path, std::initializer_list<std::int32_t> header, std::size_t floats) {
   std::vector<std::byte> bytes;
-  for (std::int32_t field : header) append(bytes, field);
-  for (std::size_t i = 0; i < floats; ++i) append(bytes, static_cast<float>(i));
+  for (std::int32_t field : header) append_bytes(bytes, field);
+  for (std::size_t i = 0; i < floats; ++i) append_bytes(bytes, static_cast<float>(i));
   write_file_bytes(path, bytes);
   return path;
 }
@@ -125,18 +67,7 @@ TEST(Llama2cCheckpoint, ReadsStories260K) {
   EXPECT_EQ(checkpoint.source(), checkpoint.path());
   checkpoint.require("token_embd.weight", {512, 64});
   checkpoint.require("output_norm.weight", {64});
-  for (int layer = 0; layer < 5; ++layer) {
-    const std::string prefix = "blk." + std::to_string(layer) + ".";
-    checkpoint.require(prefix + "attn_norm.weight", {64});
-    checkpoint.require(prefix + "attn_q.weight", {64, 64});
-    checkpoint.require(prefix + "attn_k.weight", {32, 64});
-    checkpoint.require(prefix + "attn_v.weight", {32, 64});
-    checkpoint.require(prefix + "attn_output.weight", {64, 64});
-    checkpoint.require(prefix + "ffn_norm.weight", {64});
-    checkpoint.require(prefix + "ffn_gate.weight", {172, 64});
-    checkpoint.require(prefix + "ffn_down.weight", {64, 172});
-    checkpoint.require(prefix + "ffn_up.weight", {172, 64});
-  }
+  for (const auto& [name, shape] : stories260k_block_tensors()) checkpoint.require(name, shape);
   expect_error([&] { checkpoint.require("output.weight", {512, 64}); }, ErrorCode::model,
                {"'output.weight' not found", "stories260K.bin"});
   // Zero-copy: the token table starts right after the 28-byte header.
@@ -333,13 +264,13 @@ TEST(Llama2cTokenizer, RejectsTrailingBytesAndBadLengths) {
                {"trailing.bin", "3 bytes follow the last of 512 tokens"});
 
   std::vector<std::byte> custom;
-  append<std::int32_t>(custom, 3);  // max_token_length
-  append<float>(custom, 0.0f);
-  append<std::int32_t>(custom, 2);
+  append_bytes<std::int32_t>(custom, 3);  // max_token_length
+  append_bytes<float>(custom, 0.0f);
+  append_bytes<std::int32_t>(custom, 2);
   custom.push_back(std::byte{'a'});
   custom.push_back(std::byte{'b'});
-  append<float>(custom, -1.0f);
-  append<std::int32_t>(custom, 5);  // longer than max_token_length
+  append_bytes<float>(custom, -1.0f);
+  append_bytes<std::int32_t>(custom, 5);  // longer than max_token_length
   custom.insert(custom.end(), 5, std::byte{'x'});
   write_file_bytes(dir / "long.bin", custom);
   expect_error([&] { read_llama2c_tokenizer(dir / "long.bin", 2); }, ErrorCode::format,

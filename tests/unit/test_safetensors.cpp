@@ -3,14 +3,12 @@
 // its own test checking the error code and that the message names the file
 // and the tensor.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <initializer_list>
 #include <limits>
 #include <string>
@@ -21,57 +19,14 @@
 #include "format/safetensors_writer.hpp"
 #include "format/tensor.hpp"
 #include "skim/error.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
-using skim::Error;
 using skim::ErrorCode;
 using namespace skim::format;
+using namespace skim::testing;
 
 namespace {
-
-// A fresh directory per test, removed afterwards.
-class TemporaryDirectory {
- public:
-  TemporaryDirectory() {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("skim_format_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
-             (test != nullptr ? test->name() : "test"));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TemporaryDirectory() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-  fs::path operator/(const std::string& name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-template <typename T>
-std::vector<std::byte> bytes_of(const std::vector<T>& values) {
-  std::vector<std::byte> bytes(values.size() * sizeof(T));
-  if (!bytes.empty()) std::memcpy(bytes.data(), values.data(), bytes.size());
-  return bytes;
-}
-
-std::vector<std::byte> read_file_bytes(const fs::path& path) {
-  std::ifstream stream(path, std::ios::binary);
-  std::vector<char> chars((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(chars.size());
-  if (!chars.empty()) std::memcpy(bytes.data(), chars.data(), chars.size());
-  return bytes;
-}
-
-void write_file_bytes(const fs::path& path, const std::vector<std::byte>& bytes) {
-  std::ofstream stream(path, std::ios::binary | std::ios::trunc);
-  stream.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(stream.good()) << path;
-}
 
 // A hand-made file: 8-byte length, `header` verbatim, then `data_size` bytes.
 void write_raw_safetensors(const fs::path& path, const std::string& header, std::size_t data_size) {
@@ -82,28 +37,9 @@ void write_raw_safetensors(const fs::path& path, const std::string& header, std:
   write_file_bytes(path, bytes);
 }
 
-// Runs `action`, expecting skim::Error with `code` and every one of `needles`
-// in its message.
-void expect_error(const std::function<void()>& action, ErrorCode code,
-                  std::initializer_list<std::string> needles) {
-  try {
-    action();
-  } catch (const Error& error) {
-    EXPECT_EQ(error.code(), code) << "code " << skim::to_string(error.code()) << ": " << error.what();
-    for (const std::string& needle : needles) {
-      EXPECT_NE(std::string(error.what()).find(needle), std::string::npos)
-          << "message lacks \"" << needle << "\": " << error.what();
-    }
-    return;
-  }
-  ADD_FAILURE() << "no skim::Error thrown (expected " << skim::to_string(code) << ")";
-}
-
 void expect_open_error(const fs::path& file, ErrorCode code, std::initializer_list<std::string> needles) {
   expect_error([&] { SafetensorsFile opened(file); }, code, needles);
 }
-
-std::uint32_t bits_of(float value) { return std::bit_cast<std::uint32_t>(value); }
 
 // Half → float computed independently of the library (ldexp on the fields).
 float reference_half_to_float(std::uint16_t half) {
@@ -126,10 +62,8 @@ fs::path write_small_model(const TemporaryDirectory& dir, const std::string& nam
   static const std::vector<float> embedding(2 * 3, 0.5f);
   static const std::vector<float> bias = {1.0f, 2.0f, 3.0f};
   const fs::path path = dir / name;
-  static const std::vector<std::byte> embedding_bytes = bytes_of(embedding);
-  static const std::vector<std::byte> bias_bytes = bytes_of(bias);
-  write_safetensors(path, {{"embeddings.word_embeddings.weight", DType::f32, {2, 3}, embedding_bytes},
-                           {"embeddings.LayerNorm.bias", DType::f32, {3}, bias_bytes}});
+  write_safetensors(path, {{"embeddings.word_embeddings.weight", DType::f32, {2, 3}, bytes_of(embedding)},
+                           {"embeddings.LayerNorm.bias", DType::f32, {3}, bytes_of(bias)}});
   return path;
 }
 
@@ -522,12 +456,10 @@ namespace {
 void write_sharded_model(const TemporaryDirectory& dir, const std::string& index_json) {
   static const std::vector<float> first = {1.0f, 2.0f};
   static const std::vector<float> second = {3.0f, 4.0f, 5.0f};
-  static const auto first_bytes = bytes_of(first);
-  static const auto second_bytes = bytes_of(second);
   write_safetensors(dir / "model-00001-of-00002.safetensors",
-                    {{"encoder.layer.0.weight", DType::f32, {2}, first_bytes}});
+                    {{"encoder.layer.0.weight", DType::f32, {2}, bytes_of(first)}});
   write_safetensors(dir / "model-00002-of-00002.safetensors",
-                    {{"encoder.layer.1.weight", DType::f32, {3}, second_bytes}});
+                    {{"encoder.layer.1.weight", DType::f32, {3}, bytes_of(second)}});
   std::ofstream(dir / "model.safetensors.index.json") << index_json;
 }
 
