@@ -29,7 +29,8 @@ void BM_Linear(benchmark::State& state) {
   skim::kernels::Backend backend;
   skim::kernels::Scratch scratch(backend);
   std::vector<float> w(static_cast<std::size_t>(in) * out, 0.01f), b(out, 0.f);
-  std::vector<float> x(static_cast<std::size_t>(rows + 8) * in, 1.f), y(static_cast<std::size_t>(rows + 8) * out);
+  const std::size_t padded = skim::kernels::Linear::padded_rows(rows);
+  std::vector<float> x(padded * in, 1.f), y(padded * out);
   skim::kernels::Linear linear(backend, w, b, in, out, skim::kernels::Epilogue::none);
   for (auto _ : state) {
     linear(x.data(), y.data(), rows, scratch);
@@ -38,7 +39,14 @@ void BM_Linear(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(linear.flops(rows), benchmark::Counter::kIsIterationInvariantRate,
                                                  benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_Linear)->Args({128, 768, 3072})->Args({128, 3072, 768})->Args({1024, 1024, 1024})->UseRealTime();
+// Decoding shapes too: one row against GPT-2-small-sized weights (bandwidth bound).
+BENCHMARK(BM_Linear)
+    ->Args({128, 768, 3072})
+    ->Args({128, 3072, 768})
+    ->Args({1024, 1024, 1024})
+    ->Args({1, 768, 3072})
+    ->Args({1, 768, 32000})
+    ->UseRealTime();
 
 // One BERT-base encoder layer (hidden 768, 12 heads, FFN 3072), batch × seq tokens.
 void BM_BertBaseLayer(benchmark::State& state) {

@@ -16,8 +16,6 @@ using kernels::Epilogue;
 using kernels::Linear;
 using Shape = std::vector<std::int64_t>;
 
-// Rows are padded to the GEMM row bucket (see kernels/matmul.cpp).
-int padded_rows(int rows) { return (rows + 7) / 8 * 8; }
 
 std::vector<float> load(const format::TensorStore& store, const std::string& name, const Shape& shape) {
   return format::to_f32(store.require(name, shape));
@@ -91,7 +89,7 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
       threads_(kernels::hardware_threads()),
       scratch_(encoder.backend()) {
   const auto& c = encoder.config();
-  const std::size_t rows = padded_rows(max_rows);
+  const std::size_t rows = Linear::padded_rows(max_rows);
   const std::size_t H = c.hidden_size;
   hidden_.resize(rows * H);
   qkv_.resize(rows * 3 * H);
@@ -100,7 +98,7 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
   routed_hidden_.resize(rows * H);
   routed_query_.resize(rows * H);
   attention_scratch_.resize(kernels::Attention::scratch_floats(max_sequence, max_sequence, threads_));
-  const std::size_t max_seqs = padded_rows(max_rows);  // at most one sequence per row
+  const std::size_t max_seqs = Linear::padded_rows(max_rows);  // at most one sequence per row
   pooled_.resize(max_seqs * H);
   logits_.resize(max_seqs * std::max(1, encoder.num_labels()));
   segments_.reserve(max_rows);

@@ -14,7 +14,6 @@ using kernels::Epilogue;
 using kernels::Linear;
 using Shape = std::vector<std::int64_t>;
 
-int padded_rows(int rows) { return (rows + 7) / 8 * 8; }
 
 std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
   std::vector<float> all;
@@ -84,15 +83,15 @@ LlamaDecoder::~LlamaDecoder() = default;
 DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
     : max_rows_(max_rows), threads_(kernels::hardware_threads()), scratch_(decoder.backend()) {
   const auto& c = decoder.config();
-  const std::size_t rows = padded_rows(max_rows);
+  const std::size_t rows = Linear::padded_rows(max_rows);
   x_.resize(rows * c.dim);
-  normed_.resize((rows + 8) * c.dim);  // logits() reads a padded row bucket from any offset
+  normed_.resize((rows + 15) * c.dim);  // logits() reads a padded row bucket from any offset
   qkv_.resize(rows * (c.dim + 2 * c.kv_width()));
   context_.resize(rows * c.dim);
   gate_up_.resize(rows * 2 * c.hidden_dim);
   ffn_.resize(rows * c.hidden_dim);
   attention_scratch_.resize(kernels::Attention::scratch_floats(max_rows, c.context, threads_));
-  logits_.resize(static_cast<std::size_t>(padded_rows(LlamaDecoder::logits_rows())) * c.vocab);
+  logits_.resize(static_cast<std::size_t>(Linear::padded_rows(LlamaDecoder::logits_rows())) * c.vocab);
   positions_.reserve(max_rows);
   segments_.reserve(1);
 }

@@ -17,10 +17,10 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// Row counts are rounded up to a bucket so a handful of primitives serve all
-// batch shapes; buffers are sized for the rounded count (see Workspace).
-constexpr int row_bucket = 8;
-int bucket_rows(int rows) { return (rows + row_bucket - 1) / row_bucket * row_bucket; }
+// Row counts above 16 are rounded up to a multiple of 16 (Linear::padded_rows)
+// so a bounded number of primitives serve all batch shapes; up to 16 rows run
+// exactly, because a decoding step (one row) is bound by streaming the weights
+// and padding it would multiply its work.
 
 // The row count whose primitive picks the packed weight layout; the layout
 // depends on the weight shape, and every other row count reuses it.
@@ -113,7 +113,7 @@ Linear& Linear::operator=(Linear&&) noexcept = default;
 void Linear::operator()(const float* x, std::size_t ld_x, float* y, std::size_t ld_y, int rows,
                         Scratch& scratch) const {
   if (rows <= 0) return;
-  const int padded = bucket_rows(rows);
+  const int padded = padded_rows(rows);
   // bf16 GEMMs read their own dense copy of x, so the row stride is in_.
   const std::size_t src_ld = precision_ == WeightPrecision::bf16 ? static_cast<std::size_t>(in_) : ld_x;
   const auto& cached = impl_->get(padded, src_ld, ld_y, in_, out_);

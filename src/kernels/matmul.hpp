@@ -48,6 +48,9 @@ class Linear {
   int out_features() const noexcept { return out_; }
   Epilogue epilogue() const noexcept { return epilogue_; }
   WeightPrecision precision() const noexcept { return precision_; }
+  // Rows the GEMM actually touches for `rows` (its row bucket): x and y
+  // buffers must hold this many rows. Never more than rows + 15.
+  static int padded_rows(int rows) noexcept { return rows <= 16 ? rows : (rows + 15) / 16 * 16; }
   static double flops(int rows, int in, int out) noexcept { return 2.0 * rows * in * out; }
   double flops(int rows) const noexcept { return flops(rows, in_, out_); }
 

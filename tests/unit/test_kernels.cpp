@@ -47,11 +47,11 @@ TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
   const std::size_t ld_x = in + 16, ld_y = out + 8;  // strided slices of wider buffers
   auto w = random_vector(static_cast<std::size_t>(in) * out, 1, 0.1f);
   auto b = random_vector(out, 2);
-  auto x = random_vector((rows + 8) * ld_x, 3);  // room for the padded row bucket
+  auto x = random_vector(Linear::padded_rows(rows) * ld_x, 3);  // room for the padded row bucket
   auto ref = reference_linear(x, ld_x, w, b, rows, in, out);
   for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::add_to_output, Epilogue::tanh}) {
     Linear linear(backend, w, b, in, out, e);
-    auto y = random_vector((rows + 8) * ld_y, 4);
+    auto y = random_vector(Linear::padded_rows(rows) * ld_y, 4);
     const auto before = y;
     linear(x.data(), ld_x, y.data(), ld_y, rows, scratch);
     for (int r = 0; r < rows; ++r)
@@ -74,10 +74,10 @@ TEST_P(LinearTest, Bf16WeightsStayWithinBf16Rounding) {
   Scratch scratch(backend);
   auto w = random_vector(static_cast<std::size_t>(in) * out, 1, 0.1f);
   auto b = random_vector(out, 2);
-  auto x = random_vector((rows + 8) * in, 3);
+  auto x = random_vector(Linear::padded_rows(rows) * in, 3);
   auto ref = reference_linear(x, in, w, b, rows, in, out);
   Linear linear(backend, w, b, in, out, Epilogue::none, WeightPrecision::bf16);
-  std::vector<float> y((rows + 8) * out);
+  std::vector<float> y(Linear::padded_rows(rows) * out);
   linear(x.data(), y.data(), rows, scratch);
   // Each product carries two bf16 roundings (2^-8 relative each); the sum of
   // 96 terms of size ~0.1 stays within a few 1e-2.
