@@ -84,6 +84,10 @@ def parse_args(argv=None):
     ap.add_argument("--check-expect", default=os.path.join(STORIES, "expected_greedy_from_bos_256.ids.txt"))
     ap.add_argument("--no-check", action="store_true", help="skip the stories260K greedy check")
     ap.add_argument("--check-only", action="store_true", help="only the greedy check")
+    ap.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="passive",
+                    help="OMP_WAIT_POLICY for torch's OpenMP pool (default passive; an exported "
+                         "OMP_WAIT_POLICY wins). Active spinning OpenMP workers fight OpenBLAS's "
+                         "pthreads for the cores and slow every op several-fold")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
     if not a.model and not a.check_only:
@@ -96,6 +100,8 @@ ARGS = parse_args()
 # exported wins; the thread counts are also set at run time below.
 os.environ.setdefault("OMP_NUM_THREADS", str(ARGS.threads))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(ARGS.threads))
+if ARGS.omp_wait_policy != "default":
+    os.environ.setdefault("OMP_WAIT_POLICY", ARGS.omp_wait_policy)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -378,7 +384,7 @@ def main():
            "torch_threads": torch.get_num_threads(), "compute": a.compute,
            "mkldnn": torch.backends.mkldnn.is_available(), "openblas": blas,
            "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS",
-                                                   "OMP_NUM_THREADS")}}
+                                                   "OMP_NUM_THREADS", "OMP_WAIT_POLICY")}}
     status = 0
     with torch.inference_mode():
         if not a.no_check:
