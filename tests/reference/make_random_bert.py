@@ -31,7 +31,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bert_reference  # noqa: E402
 
-DEFAULT_VOCAB = "/work/shared/data/vocab/bert-base-uncased-vocab.txt"
+# The repo's own copy (tests/data/vocab/), so the test needs nothing outside the repo.
+DEFAULT_VOCAB = os.path.join(HERE, "..", "data", "vocab", "bert-base-uncased-vocab.txt")
 
 TEXTS = [
     # CLINC150-style requests (short)
