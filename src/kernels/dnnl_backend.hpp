@@ -2,6 +2,7 @@
 // Private to kernels/: the oneDNN objects behind Backend and Scratch.
 #include <dnnl.hpp>
 
+#include <unordered_map>
 #include <vector>
 
 #include "kernels/aligned_buffer.hpp"
@@ -18,6 +19,15 @@ struct Scratch::Impl {
   dnnl::stream stream;
   AlignedBuffer<std::byte> scratchpad;  // grows to the largest primitive's need, once
   AlignedBuffer<std::uint16_t> bf16_input;  // activations rounded to bf16 for bf16 GEMMs
+
+  // Memory objects and argument maps for each primitive this session has run,
+  // built once and re-pointed at each call's buffers, so a warm forward pass
+  // allocates nothing on our side.
+  struct Bound {
+    dnnl::memory src, dst, pad;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  std::unordered_map<const void*, Bound> bound;  // key: the cached primitive
 };
 
 }  // namespace skim::kernels

@@ -121,8 +121,7 @@ void Linear::operator()(const float* x, std::size_t ld_x, float* y, std::size_t 
   const auto& engine = impl_->backend.impl().engine;
   if (s.scratchpad.size() < cached.scratchpad_bytes) s.scratchpad.resize(cached.scratchpad_bytes);
 
-  memory::desc dst_md({padded, out_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_y), 1});
-  memory src;
+  const float* src_data = x;
   if (precision_ == WeightPrecision::bf16) {
     // Round the activations to bf16 (nearest even) into a dense buffer.
     s.bf16_input.reserve(static_cast<std::size_t>(padded) * in_);
@@ -136,19 +135,28 @@ void Linear::operator()(const float* x, std::size_t ld_x, float* y, std::size_t 
         out16[i] = static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
       }
     }
-    src = memory(memory::desc({padded, in_}, dt::bf16, tag::ab), engine, dst16);
-  } else {
-    src = memory(memory::desc({padded, in_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_x), 1}), engine,
-                 const_cast<float*>(x));
+    src_data = reinterpret_cast<const float*>(dst16);
   }
-  memory dst(dst_md, engine, y);
-  memory pad(memory::desc({static_cast<memory::dim>(cached.scratchpad_bytes)}, dt::u8, tag::a), engine,
-             s.scratchpad.data());
-  cached.primitive.execute(s.stream, {{DNNL_ARG_SRC, src},
-                                      {DNNL_ARG_WEIGHTS, impl_->weights},
-                                      {DNNL_ARG_BIAS, impl_->bias},
-                                      {DNNL_ARG_DST, dst},
-                                      {DNNL_ARG_SCRATCHPAD, pad}});
+  auto [it, fresh] = s.bound.try_emplace(&cached);
+  auto& b = it->second;
+  if (fresh) {
+    const dt src_type = precision_ == WeightPrecision::bf16 ? dt::bf16 : dt::f32;
+    b.src = memory(memory::desc({padded, in_}, src_type, memory::dims{static_cast<memory::dim>(src_ld), 1}), engine,
+                   DNNL_MEMORY_NONE);
+    b.dst = memory(memory::desc({padded, out_}, dt::f32, memory::dims{static_cast<memory::dim>(ld_y), 1}), engine,
+                   DNNL_MEMORY_NONE);
+    b.pad = memory(memory::desc({static_cast<memory::dim>(cached.scratchpad_bytes)}, dt::u8, tag::a), engine,
+                   DNNL_MEMORY_NONE);
+    b.args = {{DNNL_ARG_SRC, b.src},
+              {DNNL_ARG_WEIGHTS, impl_->weights},
+              {DNNL_ARG_BIAS, impl_->bias},
+              {DNNL_ARG_DST, b.dst},
+              {DNNL_ARG_SCRATCHPAD, b.pad}};
+  }
+  b.src.set_data_handle(const_cast<float*>(src_data));
+  b.dst.set_data_handle(y);
+  b.pad.set_data_handle(s.scratchpad.data());
+  cached.primitive.execute(s.stream, b.args);
   s.stream.wait();
 }
 
