@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <thread>
 #include <numeric>
@@ -189,4 +190,16 @@ TEST_F(TinyModel, OneEngineServesManyThreads) {
     });
   for (auto& th : threads) th.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(ShippedModels, PretrainedEncoderEmbedsAndClassifierClassifies) {
+  const fs::path models = fs::path(SKIM_SOURCE_DIR) / "examples" / "models";
+  auto mini = skim::Engine::open(models / "skim-bert-mini");
+  EXPECT_TRUE(mini->info().labels.empty());
+  auto e = mini->embed("turn off the kitchen lights");
+  ASSERT_EQ(e.values.size(), mini->info().hidden_size);
+  for (float v : e.values) ASSERT_TRUE(std::isfinite(v));
+  auto clinc = skim::Engine::open(models / "clinc150-bert");
+  EXPECT_EQ(clinc->info().labels.size(), 151u);
+  EXPECT_EQ(clinc->classify("please set an alarm for seven tomorrow morning").label, "alarm");
 }
