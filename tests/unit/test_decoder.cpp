@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <skim/skim.hpp>
@@ -213,4 +214,74 @@ TEST(Decoder, DecodingAnUnknownIdIsAnError) {
   const std::int32_t lone_continuation = tok.byte_to_id(0x80);
   EXPECT_EQ(tok.decode(std::vector<std::int32_t>{lone_continuation}, &replaced), "\xEF\xBF\xBD");
   EXPECT_EQ(replaced, 1u);
+}
+
+namespace {
+
+// IEEE half from float, round to nearest even (normal range is enough here:
+// Q8_0 scales are max|x|/127 of real weights).
+std::uint16_t to_half(float f) {
+  std::uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const std::uint32_t sign = (x >> 16) & 0x8000u;
+  const int exponent = static_cast<int>((x >> 23) & 0xFF) - 127 + 15;
+  std::uint32_t mantissa = x & 0x7FFFFFu;
+  if (exponent <= 0) return static_cast<std::uint16_t>(sign);  // flush tiny scales to zero
+  std::uint32_t half = (static_cast<std::uint32_t>(exponent) << 10) | (mantissa >> 13);
+  const std::uint32_t rest = mantissa & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) ++half;
+  return static_cast<std::uint16_t>(sign | half);
+}
+
+}  // namespace
+
+// GGUF Q8_0 runs end to end: a stories260K with its Q8_0-compatible weights
+// quantized gives exactly what an F32 file holding the dequantized values
+// gives (dequantization is exact, so any difference is a bug).
+TEST(Decoder, Q8_0GgufMatchesItsDequantizedF32Twin) {
+  skim::testing::TemporaryDirectory dir;
+  skim::format::GgufFile source(stories / "stories260K.gguf");
+  std::vector<skim::format::GgufMetadataEntry> metadata;
+  for (const auto& e : source.metadata())
+    if (e.key != "general.alignment") metadata.push_back(e);
+  std::vector<std::vector<std::byte>> storage;
+  storage.reserve(2 * source.tensors().size());  // references into it must stay valid
+  std::vector<skim::format::GgufTensorToWrite> q8, f32;
+  int quantized = 0;
+  for (const auto& t : source.tensors()) {
+    const auto values = skim::format::to_f32(t);
+    if (t.shape.size() != 2 || t.shape.back() % 32 != 0) {
+      q8.push_back({t.name, t.dtype, t.shape, t.bytes});
+      f32.push_back({t.name, t.dtype, t.shape, t.bytes});
+      continue;
+    }
+    auto& blocks = storage.emplace_back(values.size() / 32 * 34);
+    auto& dequantized = storage.emplace_back(values.size() * 4);
+    for (std::size_t b = 0; b < values.size() / 32; ++b) {
+      float amax = 0;
+      for (int i = 0; i < 32; ++i) amax = std::max(amax, std::abs(values[b * 32 + i]));
+      const std::uint16_t d16 = to_half(amax / 127.f);
+      std::memcpy(blocks.data() + b * 34, &d16, 2);
+      const float d = skim::format::to_f32({"scale", skim::format::DType::f16, {1},
+                                            std::as_bytes(std::span(&d16, 1)), "test"})[0];
+      for (int i = 0; i < 32; ++i) {
+        const auto q = static_cast<std::int8_t>(d == 0 ? 0 : std::lround(values[b * 32 + i] / d));
+        std::memcpy(blocks.data() + b * 34 + 2 + i, &q, 1);
+        const float v = d * q;
+        std::memcpy(dequantized.data() + (b * 32 + i) * 4, &v, 4);
+      }
+    }
+    q8.push_back({t.name, skim::format::DType::q8_0, t.shape, blocks});
+    f32.push_back({t.name, skim::format::DType::f32, t.shape, dequantized});
+    ++quantized;
+  }
+  EXPECT_GT(quantized, 20);
+  skim::format::write_gguf(dir / "q8.gguf", metadata, q8);
+  skim::format::write_gguf(dir / "f32.gguf", metadata, f32);
+  auto from_q8 = skim::Engine::open(dir / "q8.gguf", skim::Options().threads(1));
+  auto from_f32 = skim::Engine::open(dir / "f32.gguf", skim::Options().threads(1));
+  const auto a = from_q8->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
+  const auto b = from_f32->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_FALSE(a.text.empty());
 }
