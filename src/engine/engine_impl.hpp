@@ -10,6 +10,7 @@
 #include "execute/llama_decoder.hpp"
 #include "format/hf_config.hpp"
 #include "kernels/backend.hpp"
+#include "kernels/matmul.hpp"
 #include "skim/engine.hpp"
 #include "text/sentencepiece_bpe.hpp"
 #include "text/wordpiece.hpp"
@@ -55,6 +56,12 @@ struct Engine::Impl {
 
   std::unique_ptr<SessionState> make_state() const;
 };
+
+// How the model's GEMM weights are packed, from the user's Options.
+inline kernels::WeightPrecision packed_precision(const Options& options) {
+  return options.weight_precision() == WeightPrecision::bf16 ? kernels::WeightPrecision::bf16
+                                                             : kernels::WeightPrecision::f32;
+}
 
 // Opening (engine/open_*.cpp).
 void open_bert(Engine::Impl& impl, const std::filesystem::path& dir);

@@ -46,9 +46,7 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
                                       " tokens but config.json vocab_size is " + std::to_string(c.vocab_size));
   {
     auto store = format::TensorStore::open_directory(dir);
-    const auto precision = impl.options.weight_precision() == WeightPrecision::bf16 ? kernels::WeightPrecision::bf16
-                                                                                   : kernels::WeightPrecision::f32;
-    impl.encoder = std::make_unique<execute::BertEncoder>(c, store, impl.backend, precision);
+    impl.encoder = std::make_unique<execute::BertEncoder>(c, store, impl.backend, packed_precision(impl.options));
   }  // weights are packed; the mapped files can go
 
   const std::size_t model_limit = static_cast<std::size_t>(c.max_position_embeddings);

@@ -203,8 +203,7 @@ void fill_info(Engine::Impl& impl, const std::string& type) {
 }  // namespace
 
 void open_llama(Engine::Impl& impl, const fs::path& path) {
-  const auto precision = impl.options.weight_precision() == WeightPrecision::bf16 ? kernels::WeightPrecision::bf16
-                                                                                 : kernels::WeightPrecision::f32;
+  const auto precision = packed_precision(impl.options);
   if (fs::is_directory(path)) {
     impl.llama_config = hf_config(path);
     auto store = format::TensorStore::open_directory(path);

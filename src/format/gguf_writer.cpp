@@ -1,11 +1,6 @@
 #include "format/atomic_file.hpp"
 #include "format/gguf_writer.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <set>
 #include <type_traits>

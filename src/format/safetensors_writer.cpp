@@ -1,11 +1,6 @@
 #include "format/atomic_file.hpp"
 #include "format/safetensors_writer.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <set>
