@@ -79,6 +79,7 @@ if ARGS is not None and ARGS.threads > 0:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from blas_env import openblas_info, set_threads  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -355,41 +356,6 @@ def time_fn(fn, warmup, repeats):
         fn()
         out.append(time.perf_counter() - t0)
     return out
-
-
-def openblas_info():
-    """(info dict, ctypes handle or None) for the OpenBLAS torch has loaded."""
-    import ctypes
-    try:
-        ob = ctypes.CDLL("libopenblas.so.0")
-    except OSError as e:
-        return {"loaded": False, "error": str(e)}, None
-    info = {"loaded": True}
-    for fn, rt in (("openblas_get_config", ctypes.c_char_p), ("openblas_get_corename", ctypes.c_char_p),
-                   ("openblas_get_num_threads", ctypes.c_int)):
-        f = getattr(ob, fn, None)
-        if f is not None:
-            f.restype = rt
-            v = f()
-            info[fn[len("openblas_get_"):]] = v.decode() if isinstance(v, bytes) else v
-    try:
-        with open("/proc/self/maps") as m:
-            libs = {ln.split()[-1] for ln in m if "blas" in ln or "lapack" in ln}
-        info["mapped"] = sorted({os.path.realpath(x) for x in libs})
-    except OSError:
-        pass
-    return info, ob
-
-
-def set_threads(n):
-    """torch intra-op threads and OpenBLAS's own pthread pool (torch.set_num_threads
-    does not reach the latter in this build)."""
-    torch.set_num_threads(n)
-    info, ob = openblas_info()
-    if ob is not None and hasattr(ob, "openblas_set_num_threads"):
-        ob.openblas_set_num_threads(n)
-        info["num_threads"] = ob.openblas_get_num_threads()
-    return info
 
 
 def max_errors(a, ref):
