@@ -6,8 +6,9 @@
 
 namespace skim {
 
-// Which stage produced an answer. Only `transformer` exists until the
-// meaning-first router lands; the others are part of the contract already.
+// Which stage produced an answer: an exact cache hit (a transformer answer
+// from before), a user rule, the n-gram proposer accepted by the certified
+// gate, or the transformer.
 enum class Route { cache, rule, proposer, transformer };
 std::string_view to_string(Route route) noexcept;
 
@@ -23,7 +24,8 @@ struct Answer {
   int label_id = -1;
   float score = 0;  // softmax probability of `label`
   Route route = Route::transformer;
-  Cost cost;
+  bool shadowed = false;  // an accepted proposal also run through the transformer to monitor the gate
+  Cost cost;              // on every route; a shadow's transformer work included
   std::size_t tokens = 0;  // tokens the transformer saw (special tokens included)
   bool truncated = false;  // the input was longer than max_sequence_length
   std::vector<float> logits;  // raw classifier outputs, one per label

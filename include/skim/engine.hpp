@@ -10,6 +10,7 @@
 
 #include "skim/answer.hpp"
 #include "skim/options.hpp"
+#include "skim/router.hpp"
 
 namespace skim {
 
@@ -77,9 +78,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // A new per-thread state (scratch arena); cheap compared to open().
   Session session() const;
 
-  Answer classify(std::string_view text) const;
-  std::vector<Answer> classify(std::span<const std::string> texts) const;
+  // Through the router when the model is calibrated (see Options::router):
+  // cache → rules → n-gram proposer → certified gate → transformer.
+  Answer classify(std::string_view text, const Request& request = Request()) const;
+  std::vector<Answer> classify(std::span<const std::string> texts, const Request& request = Request()) const;
   Embedding embed(std::string_view text) const;
+  // The router's counters and the certificate in force (state off without one).
+  RouterStats stats() const;
   // Decoders: a fresh conversation from BOS + prompt (an empty prompt starts
   // from BOS alone).
   Generation generate(std::string_view prompt, const GenerateOptions& options = GenerateOptions(),
@@ -102,8 +107,8 @@ class Session {
   Session(Session&&) noexcept;
   Session& operator=(Session&&) noexcept;
 
-  Answer classify(std::string_view text);
-  std::vector<Answer> classify(std::span<const std::string> texts);
+  Answer classify(std::string_view text, const Request& request = Request());
+  std::vector<Answer> classify(std::span<const std::string> texts, const Request& request = Request());
   Embedding embed(std::string_view text);
 
   // Decoders: continues this session's conversation (its KV cache persists

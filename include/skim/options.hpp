@@ -31,6 +31,26 @@ class Options {
   Options& weight_precision(WeightPrecision p) { weight_precision_ = p; return *this; }
   WeightPrecision weight_precision() const noexcept { return weight_precision_; }
 
+  // The meaning-first router (cache, rules, n-gram proposer, certified gate),
+  // used when the model directory holds skim.json from skim-calibrate. Off:
+  // every request runs the transformer. On by default.
+  Options& router(bool on) { router_ = on; return *this; }
+  bool router() const noexcept { return router_; }
+
+  // Share of accepted proposals that also run the transformer, so the gate's
+  // certificate is checked live (chosen by a hash of the request id). [0, 1].
+  Options& shadow_rate(double rate);
+  double shadow_rate() const noexcept { return shadow_rate_; }
+
+  // False-alarm level α of the live monitor: under the certified risk it
+  // alarms with probability at most α over the engine's whole life. (0, 1).
+  Options& alarm_level(double alpha);
+  double alarm_level() const noexcept { return alarm_level_; }
+
+  // Byte budget of the answer cache (LRU); 0 turns the cache off.
+  Options& cache_bytes(std::size_t bytes) { cache_bytes_ = bytes; return *this; }
+  std::size_t cache_bytes() const noexcept { return cache_bytes_; }
+
   // Tokenizer file for a llama2.c checkpoint (tok512.bin style); other
   // formats carry their own tokenizer.
   Options& tokenizer(std::string path);
@@ -38,6 +58,10 @@ class Options {
 
  private:
   std::string tokenizer_;
+  bool router_ = true;
+  double shadow_rate_ = 0.05;
+  double alarm_level_ = 0.01;
+  std::size_t cache_bytes_ = 16u << 20;
   WeightPrecision weight_precision_ = WeightPrecision::f32;
   int threads_ = 0;
   std::size_t max_sequence_length_ = 0;

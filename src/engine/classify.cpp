@@ -3,7 +3,9 @@
 #include <chrono>
 
 #include "engine/engine_impl.hpp"
+#include "engine/router.hpp"
 #include "kernels/ops.hpp"
+#include "propose/normalize.hpp"
 #include "skim/error.hpp"
 
 namespace skim {
@@ -71,8 +73,8 @@ void require_encoder(const Engine::Impl& engine, const char* what) {
 
 }  // namespace
 
-std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& state,
-                                  std::span<const std::string_view> texts) {
+std::vector<Answer> transformer_classify(const Engine::Impl& engine, SessionState& state,
+                                         std::span<const std::string_view> texts) {
   require_encoder(engine, "classify");
   if (!engine.encoder->has_classifier())
     throw Error(ErrorCode::model, engine.info.directory + ": the model has no classification head (config has no id2label)");
@@ -114,6 +116,125 @@ Embedding embed_with(const Engine::Impl& engine, SessionState& state, std::strin
     e.truncated = state.encodings[i].truncated;
   });
   return e;
+}
+
+// ---- the router: cache → rules → n-gram proposer → gate → transformer -------
+
+namespace {
+
+// An answer that did not come from this call's transformer run: the label,
+// what the dense transformer would have spent on the text, and what we spent.
+Answer routed_answer(const Engine::Impl& engine, std::string_view text, int label_id, float score, Route route,
+                     double flops) {
+  Answer a;
+  a.label_id = label_id;
+  a.label = engine.bert_config.id2label[label_id];
+  a.score = score;
+  a.route = route;
+  const text::Encoding encoding = engine.wordpiece->encode(text, static_cast<std::size_t>(engine.max_sequence));
+  a.tokens = encoding.ids.size();
+  a.truncated = encoding.truncated;
+  a.cost.flops = flops;
+  a.cost.dense_flops = dense_flops_for_length(engine.bert_config, static_cast<int>(a.tokens), true);
+  return a;
+}
+
+// Mean of the feature rows, then the linear layer.
+double proposer_flops(const propose::NgramClassifier& proposer, std::size_t features) {
+  const double dim = static_cast<double>(proposer.options().dim);
+  return dim * static_cast<double>(features) + 2.0 * dim * static_cast<double>(proposer.labels());
+}
+
+// Per input, what the router decided before the transformer ran.
+struct Routing {
+  std::string normalized;
+  bool run_transformer = false;
+  gate::Decision decision;
+  gate::CalibrationSample sample;  // the proposal's score and label
+  Clock::time_point start;
+};
+
+}  // namespace
+
+std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& state,
+                                  std::span<const std::string_view> texts, const Request& request) {
+  if (!engine.router) return transformer_classify(engine, state, texts);
+  require_encoder(engine, "classify");
+  const Router& router = *engine.router;
+  static constexpr std::string_view head = "classify";
+  std::vector<Answer> answers(texts.size());
+  std::vector<Routing> routing(texts.size());
+  std::vector<std::string_view> to_run;
+  std::vector<std::size_t> run_index;
+
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    Routing& r = routing[i];
+    r.start = Clock::now();
+    router.calls.fetch_add(1, std::memory_order_relaxed);
+    try {
+      r.normalized = propose::normalize_for_match(texts[i]);
+    } catch (const Error& e) {
+      throw Error(e.code(), "input " + std::to_string(i) + ": " + e.what());
+    }
+    if (r.normalized.empty()) {
+      r.run_transformer = true;  // it reports what is wrong with the input
+    } else if (auto hit = router.cache().get(request.tenant(), head, r.normalized)) {
+      answers[i] = routed_answer(engine, texts[i], hit->label_id, hit->score, Route::cache, 0);
+      router.cache_hits.fetch_add(1, std::memory_order_relaxed);
+    } else if (auto label = router.rules().match(r.normalized)) {
+      answers[i] = routed_answer(engine, texts[i], *label, 1.f, Route::rule, 0);
+      router.rule_hits.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      r.run_transformer = true;
+      try {
+        const auto prediction = router.proposer().predict(texts[i]);
+        r.sample = {router.proposer().score(prediction), false, prediction.label};
+        r.decision = router.monitor().decide(r.sample.score, prediction.label, router.request_id(request, i, texts.size()));
+        if (r.decision.accept) {
+          const double flops = proposer_flops(router.proposer(), router.proposer().features(texts[i]).size());
+          answers[i] = routed_answer(engine, texts[i], prediction.label, prediction.probability, Route::proposer, flops);
+          r.run_transformer = r.decision.shadow;
+        }
+      } catch (const std::exception&) {
+        r.decision = gate::Decision{};  // fail closed: the transformer answers
+      }
+    }
+    if (r.run_transformer) {
+      to_run.push_back(texts[i]);
+      run_index.push_back(i);
+    } else {
+      answers[i].cost.seconds = std::chrono::duration<double>(Clock::now() - r.start).count();
+      if (answers[i].route == Route::proposer) router.monitor().record_accepted_unshadowed(r.decision);
+    }
+  }
+  if (to_run.empty()) return answers;
+
+  std::vector<Answer> ran = transformer_classify(engine, state, to_run);
+  router.transformer_calls.fetch_add(ran.size(), std::memory_order_relaxed);
+  for (std::size_t k = 0; k < ran.size(); ++k) {
+    const std::size_t i = run_index[k];
+    Routing& r = routing[i];
+    Answer& t = ran[k];
+    if (!r.normalized.empty()) router.cache().put(request.tenant(), head, r.normalized, router.version(), t);
+    const bool disagree = t.label_id != r.sample.label;
+    const double seconds = std::chrono::duration<double>(Clock::now() - r.start).count();
+    if (r.decision.accept) {  // a shadow: the proposal stands, its check is recorded
+      router.monitor().record_shadow(r.decision, disagree);
+      answers[i].shadowed = true;
+      answers[i].cost.flops += t.cost.flops;
+      answers[i].cost.seconds = seconds;
+      continue;
+    }
+    if (r.decision.collect) router.monitor().record_collected(r.decision, {r.sample.score, disagree, r.sample.label});
+    t.cost.seconds = seconds;
+    answers[i] = std::move(t);
+  }
+  return answers;
+}
+
+RouterStats router_stats(const Engine::Impl& engine) {
+  if (!engine.router) return RouterStats{};
+  return engine.router->stats();
 }
 
 }  // namespace skim

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_impl.hpp"
+#include "engine/router.hpp"
 #include "skim/error.hpp"
 
 namespace skim {
@@ -64,6 +65,8 @@ std::unique_ptr<SessionState> Engine::Impl::make_state() const {
   return s;
 }
 
+Engine::Impl::~Impl() = default;
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() = default;
 
@@ -87,16 +90,18 @@ const ModelInfo& Engine::info() const noexcept { return impl_->info; }
 const Options& Engine::options() const noexcept { return impl_->options; }
 Session Engine::session() const { return Session(shared_from_this()); }
 
-Answer Engine::classify(std::string_view text) const {
+Answer Engine::classify(std::string_view text, const Request& request) const {
   PooledState state(*impl_);
-  return classify_with(*impl_, *state, std::span(&text, 1)).front();
+  return classify_with(*impl_, *state, std::span(&text, 1), request).front();
 }
 
-std::vector<Answer> Engine::classify(std::span<const std::string> texts) const {
+std::vector<Answer> Engine::classify(std::span<const std::string> texts, const Request& request) const {
   PooledState state(*impl_);
   auto v = views(texts);
-  return classify_with(*impl_, *state, v);
+  return classify_with(*impl_, *state, v, request);
 }
+
+RouterStats Engine::stats() const { return router_stats(*impl_); }
 
 Embedding Engine::embed(std::string_view text) const {
   PooledState state(*impl_);
@@ -122,13 +127,13 @@ Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
 
-Answer Session::classify(std::string_view text) {
-  return classify_with(engine_->impl(), *state_, std::span(&text, 1)).front();
+Answer Session::classify(std::string_view text, const Request& request) {
+  return classify_with(engine_->impl(), *state_, std::span(&text, 1), request).front();
 }
 
-std::vector<Answer> Session::classify(std::span<const std::string> texts) {
+std::vector<Answer> Session::classify(std::span<const std::string> texts, const Request& request) {
   auto v = views(texts);
-  return classify_with(engine_->impl(), *state_, v);
+  return classify_with(engine_->impl(), *state_, v, request);
 }
 
 Embedding Session::embed(std::string_view text) { return embed_with(engine_->impl(), *state_, text); }

@@ -17,6 +17,8 @@
 
 namespace skim {
 
+class Router;
+
 // Per-session state: workspaces sized once, reusable buffers, and for a
 // decoder the conversation (KV cache and the last token not yet fed).
 struct SessionState {
@@ -46,6 +48,10 @@ struct Engine::Impl {
   std::unique_ptr<text::SentencePieceBpe> sentencepiece;
   std::unique_ptr<execute::LlamaDecoder> decoder;
 
+  // The meaning-first router, when the model directory holds skim.json
+  // (and Options::router is on). Internally synchronised.
+  std::unique_ptr<Router> router;
+
   int max_sequence = 0;    // encoder: tokens per text, specials included
   int max_batch_rows = 0;  // tokens per forward pass (encoder batch, decoder prefill chunk)
 
@@ -55,6 +61,7 @@ struct Engine::Impl {
   mutable std::vector<std::unique_ptr<SessionState>> pool;
 
   std::unique_ptr<SessionState> make_state() const;
+  ~Impl();
 };
 
 // How the model's GEMM weights are packed, from the user's Options.
@@ -68,11 +75,16 @@ void open_bert(Engine::Impl& impl, const std::filesystem::path& dir);
 void open_llama(Engine::Impl& impl, const std::filesystem::path& path);  // .gguf, .bin or HF dir
 
 // The work (engine/classify.cpp, engine/generate.cpp).
+// Through the router when there is one, else straight to the transformer.
 std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& state,
-                                  std::span<const std::string_view> texts);
+                                  std::span<const std::string_view> texts, const Request& request);
+// The transformer alone.
+std::vector<Answer> transformer_classify(const Engine::Impl& engine, SessionState& state,
+                                         std::span<const std::string_view> texts);
 Embedding embed_with(const Engine::Impl& engine, SessionState& state, std::string_view text);
 Generation generate_with(const Engine::Impl& engine, SessionState& state, std::string_view prompt,
                          const GenerateOptions& options, const TokenCallback& on_token);
+RouterStats router_stats(const Engine::Impl& engine);
 Score score_with(const Engine::Impl& engine, SessionState& state, std::string_view text);
 void reset_conversation(SessionState& state);
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_impl.hpp"
+#include "engine/router.hpp"
 #include "format/safetensors.hpp"
 #include "skim/error.hpp"
 
@@ -69,6 +70,14 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
   info.max_sequence_length = limit;
   info.labels = c.id2label;
   info.pooling = c.pooling;
+
+  if (impl.options.router() && fs::exists(dir / kPackageJson)) {
+    if (c.id2label.empty())
+      throw Error(ErrorCode::model, (dir / kPackageJson).string() + ": a router needs a classifier (config has no id2label)");
+    impl.router = std::make_unique<Router>(read_package(dir, c.id2label, model_content_hash(dir)), impl.options);
+    spdlog::debug("skim: router from {} ({})", (dir / kPackageJson).string(),
+                  impl.router->stats().certificate.certified ? "certified" : "uncertified");
+  }
 }
 
 }  // namespace skim

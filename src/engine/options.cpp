@@ -4,6 +4,7 @@
 
 #include "skim/answer.hpp"
 #include "skim/error.hpp"
+#include "skim/router.hpp"
 
 namespace skim {
 
@@ -31,12 +32,43 @@ Options& Options::max_batch_tokens(std::size_t n) {
   return *this;
 }
 
+Options& Options::shadow_rate(double rate) {
+  if (!(rate >= 0 && rate <= 1))
+    throw Error(ErrorCode::invalid_argument, "Options::shadow_rate: " + std::to_string(rate) + " is outside [0, 1]");
+  shadow_rate_ = rate;
+  return *this;
+}
+
+Options& Options::alarm_level(double alpha) {
+  if (!(alpha > 0 && alpha < 1))
+    throw Error(ErrorCode::invalid_argument, "Options::alarm_level: " + std::to_string(alpha) + " is outside (0, 1)");
+  alarm_level_ = alpha;
+  return *this;
+}
+
 std::string_view to_string(Route route) noexcept {
   switch (route) {
     case Route::cache: return "cache";
     case Route::rule: return "rule";
     case Route::proposer: return "proposer";
     case Route::transformer: return "transformer";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(Risk risk) noexcept {
+  switch (risk) {
+    case Risk::selective: return "selective";
+    case Risk::joint: return "joint";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(GateState state) noexcept {
+  switch (state) {
+    case GateState::off: return "off";
+    case GateState::normal: return "normal";
+    case GateState::collecting: return "collecting";
   }
   return "unknown";
 }

@@ -21,6 +21,7 @@ std::string_view to_string(DType dtype) noexcept {
     case DType::f16: return "F16";
     case DType::bf16: return "BF16";
     case DType::q8_0: return "Q8_0";
+    case DType::u64: return "U64";
   }
   return "?";
 }
@@ -31,6 +32,7 @@ std::size_t element_size(DType dtype) noexcept {
     case DType::f16: return 2;
     case DType::bf16: return 2;
     case DType::q8_0: return 0;  // a block type: see byte_size
+    case DType::u64: return 8;
   }
   return 0;
 }
@@ -175,6 +177,8 @@ void convert_to_f32(const TensorView& tensor, std::span<float> out) {
     case DType::f16: f16_to_f32(tensor.bytes.data(), count, out.data()); return;
     case DType::bf16: bf16_to_f32(tensor.bytes.data(), count, out.data()); return;
     case DType::q8_0: q8_0_to_f32(tensor.bytes.data(), count, out.data()); return;
+    case DType::u64:
+      throw Error(ErrorCode::model, tensor.file + ": tensor '" + tensor.name + "' is U64 (integers), not a float tensor");
   }
 }
 

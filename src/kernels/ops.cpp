@@ -47,7 +47,7 @@ void Attention::operator()(const float* q, std::size_t ld_q, const float* k, con
     max_q = std::max(max_q, s.q_count);
     max_kv = std::max(max_kv, s.kv_count);
   }
-  const std::size_t per_thread = static_cast<std::size_t>(max_q) * max_kv;
+  const std::size_t per_thread = slot_floats(max_q, max_kv);
   // The team follows the caller's thread setting (omp_get_max_threads), at
   // most one thread per problem and per scratch slot; a decoding step over a
   // short context is not worth waking a team for.

@@ -43,12 +43,18 @@ struct Attention {
   float scale;  // usually 1/sqrt(head_dim)
   int kv_heads = 0;     // 0: same as heads
   bool causal = false;
-  // scratch: scratch_floats(max_q, max_kv, threads) floats.
+  // scratch: scratch_floats(max_q, max_kv, threads) floats, 64-byte aligned.
   void operator()(const float* q, std::size_t ld_q, const float* k, const float* v, std::size_t ld_kv,
                   float* out, std::size_t ld_out, std::span<const AttentionSegment> segments,
                   float* scratch, int max_threads) const;
+  // One slot per thread, each a whole number of 64-byte lines: Eigen's
+  // vectorised sums peel by address, so a head must see the same alignment
+  // whichever thread runs it, or results would depend on the schedule.
+  static std::size_t slot_floats(int max_q, int max_kv) {
+    return (static_cast<std::size_t>(max_q) * max_kv + 15) / 16 * 16;
+  }
   static std::size_t scratch_floats(int max_q, int max_kv, int threads) {
-    return static_cast<std::size_t>(max_q) * max_kv * threads;
+    return slot_floats(max_q, max_kv) * threads;
   }
 };
 

@@ -10,11 +10,11 @@ check() {  # check NAME CONDITION...
 }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 
-# Plain output: label<TAB>score, one line per argument.
+# Plain output: label<TAB>score<TAB>route, one line per argument.
 "$bin" --model "$model" --threads 1 "what is my checking balance" "set an alarm for 7 am" >"$tmp/plain" 2>"$tmp/err"
 check "plain exit 0" test $? -eq 0
 check "plain two lines" test "$(wc -l <"$tmp/plain")" -eq 2
-check "plain label<TAB>score" grep -qP '^[a-z_]+\t(0|1)(\.[0-9]+)?(e-[0-9]+)?$' "$tmp/plain"
+check "plain label<TAB>score<TAB>route" grep -qP '^[a-z_]+\t(0|1)(\.[0-9]+)?(e-[0-9]+)?\t(cache|rule|proposer|transformer)$' "$tmp/plain"
 
 # stdin, one utterance per line; --json objects with the documented fields.
 printf 'book a table for two\nhow do i say hello in german\n' | "$bin" --model "$model" --json >"$tmp/json" 2>"$tmp/err"
@@ -23,7 +23,11 @@ check "json two lines" test "$(wc -l <"$tmp/json")" -eq 2
 for field in text label score route flops dense_flops ms; do
   check "json has $field" grep -q "\"$field\":" "$tmp/json"
 done
-check "json route transformer" grep -q '"route":"transformer"' "$tmp/json"
+check "json route named" grep -qE '"route":"(cache|rule|proposer|transformer)"' "$tmp/json"
+"$bin" --model "$model" --no-router --json "book a table for two" >"$tmp/dense" 2>"$tmp/err"
+check "no-router route transformer" grep -q '"route":"transformer"' "$tmp/dense"
+"$bin" --model "$model" --shadow-rate 2 "x" >"$tmp/out" 2>"$tmp/err"
+check "bad shadow rate exit 2" test $? -eq 2
 check "json keeps the text" grep -q '"text":"book a table for two"' "$tmp/json"
 
 # Errors: one line on stderr, exit code 2.

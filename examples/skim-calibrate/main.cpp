@@ -1,0 +1,99 @@
+// skim-calibrate: fit the meaning-first router of a classification model.
+//   skim-calibrate --model DIR --train TRAIN --calib CALIB [--split-train S]
+//                  [--split-calib S] [--epsilon E] [--delta D]
+//                  [--risk selective|joint] [--per-label] [--rules FILE]
+//                  [--never-cache LABEL ...] [--out DIR] [--threads N]
+// Trains the n-gram proposer on TRAIN, runs the transformer on CALIB,
+// certifies the gate and writes skim.json + skim.safetensors into the model
+// directory (or --out). Data: TSV text<TAB>label or CLINC150 JSON (--split
+// picks the part of both files, or --split-train / --split-calib each). Any
+// error: one line on stderr, exit code 2.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <algorithm>
+#include <cstdio>
+#include <unistd.h>
+#include <iostream>
+#include <skim/skim.hpp>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+  CLI::App app{"Calibrate the meaning-first router of a skim classification model"};
+  std::string model, train, calib, split, split_train, split_calib, rules, out, risk = "selective";
+  std::vector<std::string> never_cache;
+  double epsilon = 0.01, delta = 0.05;
+  int threads = 0;
+  bool per_label = false;
+  app.add_option("--model", model, "model directory")->required();
+  app.add_option("--train", train, "proposer training data (TSV text<TAB>label or CLINC150 JSON)")->required();
+  app.add_option("--calib", calib, "calibration data, drawn like production traffic")->required();
+  app.add_option("--split", split, "CLINC150 JSON: the part of --train and --calib (train, val, test)");
+  app.add_option("--split-train", split_train, "CLINC150 JSON: the part of --train (default train)");
+  app.add_option("--split-calib", split_calib, "CLINC150 JSON: the part of --calib (default val)");
+  app.add_option("--epsilon", epsilon, "largest disagreement rate with the transformer to certify");
+  app.add_option("--delta", delta, "the certificate fails with probability at most delta");
+  app.add_option("--risk", risk, "selective: P(disagree | accepted); joint: P(accepted and disagree)")
+      ->check(CLI::IsMember({"selective", "joint"}));
+  app.add_flag("--per-label", per_label, "one certificate per proposed label at delta/G");
+  app.add_option("--rules", rules, "JSON rules file: [{\"label\": ..., \"regex\"|\"keywords\": ...}]");
+  app.add_option("--never-cache", never_cache, "labels the answer cache must never hold");
+  app.add_option("--out", out, "where to write skim.json and skim.safetensors (default: --model)");
+  app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "skim-calibrate: " << e.what() << "\n";
+    return 2;
+  }
+
+  try {
+    const bool tty = isatty(fileno(stderr));
+    auto progress = [&](std::string_view stage, std::size_t done, std::size_t total) {
+      // A line per 10% (a redrawn line on a terminal) so long steps show life.
+      const std::size_t step = std::max<std::size_t>(1, total / 10);
+      if (done != total && done % step != 0) return;
+      std::cerr << (tty ? "\r" : "") << "skim-calibrate: " << stage << " " << done << "/" << total
+                << (tty && done != total ? "" : "\n") << std::flush;
+    };
+    skim::CalibrateOptions options;
+    options.epsilon(epsilon).delta(delta).risk(risk == "joint" ? skim::Risk::joint : skim::Risk::selective)
+        .per_label(per_label).never_cache(never_cache).threads(threads).progress(progress);
+    if (!rules.empty()) options.rules(rules);
+    if (!out.empty()) options.out(out);
+    auto pick = [&](const std::string& one, const std::string& fallback) { return one.empty() ? split.empty() ? fallback : split : one; };
+    const auto train_rows = skim::read_labelled(train, pick(split_train, "train"));
+    const auto calib_rows = skim::read_labelled(calib, pick(split_calib, "val"));
+    std::cerr << "skim-calibrate: " << train_rows.size() << " training rows, " << calib_rows.size()
+              << " calibration rows\n";
+    const skim::CalibrationReport r = skim::calibrate(model, train_rows, calib_rows, options);
+    const auto& c = r.certificate;
+    std::printf("proposer: trained on %zu rows in %.2f s; accuracy on calibration labels %.4f (transformer %.4f), "
+                "agreement with the transformer %.4f\n",
+                r.train_rows, r.proposer_train_seconds, r.proposer_accuracy, r.transformer_accuracy, r.agreement);
+    if (r.rule_rows) std::printf("rules: answered %zu of %zu calibration rows\n", r.rule_rows, r.calibration_rows);
+    if (c.certified) {
+      std::printf("certified: %s risk <= %.4g with confidence %.4g", std::string(skim::to_string(c.risk)).c_str(),
+                  c.epsilon, 1 - c.delta);
+      if (c.label_thresholds.empty()) {
+        std::printf(" at threshold %.6g\n", c.threshold);
+      } else {
+        const auto certified = std::count_if(c.label_thresholds.begin(), c.label_thresholds.end(),
+                                             [](double t) { return t <= 1; });
+        std::printf(" for %zd of %zu labels (own thresholds, delta/G each)\n", certified, c.label_thresholds.size());
+      }
+      std::printf("  calibration: %zu samples, %zu accepted (%.1f%% of transformer calls avoided expected), "
+                  "%zu disagreements (%.4f), upper bound %.4f\n",
+                  c.n, c.accepted, 100 * c.coverage, c.disagreements, c.empirical_risk, c.upper_bound);
+    } else {
+      std::printf("not certified: %s\n  every request will run the transformer\n", c.reason.c_str());
+    }
+    std::printf("wrote %s and %s\n", r.skim_json.string().c_str(), r.skim_safetensors.string().c_str());
+  } catch (const std::exception& e) {
+    std::cerr << "skim-calibrate: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,156 @@
+// skim-eval: run a labelled set through a skim model and report quality next
+// to cost, against the transformer alone on the same inputs, in one run.
+//   skim-eval --model DIR --data FILE [--split S] [--no-router] [--threads N]
+//             [--shadow-rate P]
+// Prints one JSON object. Any error: one line on stderr, exit code 2.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <skim/skim.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Run {
+  std::vector<skim::Answer> answers;
+  double seconds = 0;
+};
+
+// One request at a time, as a service sees them.
+Run run(const skim::Engine& engine, const std::vector<skim::LabelledText>& rows) {
+  Run r;
+  r.answers.reserve(rows.size());
+  const auto start = Clock::now();
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    try {
+      r.answers.push_back(engine.classify(rows[i].text, skim::Request().id(std::to_string(i))));
+    } catch (const skim::Error& e) {
+      throw skim::Error(e.code(), "row " + std::to_string(i + 1) + ": " + e.what());
+    }
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return r;
+}
+
+// Accuracy against the labels; with an "oos" label also in-scope accuracy and
+// out-of-scope recall (CLINC150's measures).
+void add_quality(nlohmann::json& out, const std::string& prefix, const std::vector<skim::LabelledText>& rows,
+                 const std::vector<skim::Answer>& answers) {
+  std::size_t correct = 0, in_scope = 0, in_correct = 0, oos = 0, oos_found = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const bool ok = answers[i].label == rows[i].label;
+    correct += ok;
+    if (rows[i].label == "oos") {
+      ++oos;
+      oos_found += ok;
+    } else {
+      ++in_scope;
+      in_correct += ok;
+    }
+  }
+  out[prefix + "accuracy"] = static_cast<double>(correct) / rows.size();
+  if (oos > 0 && in_scope > 0) {
+    out[prefix + "in_scope_accuracy"] = static_cast<double>(in_correct) / in_scope;
+    out[prefix + "oos_recall"] = static_cast<double>(oos_found) / oos;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Evaluate a skim model on labelled data: quality and cost, router against transformer alone"};
+  std::string model, data, split;
+  int threads = 0;
+  bool no_router = false;
+  double shadow_rate = 0.05;
+  app.add_option("--model", model, "model directory")->required();
+  app.add_option("--data", data, "labelled data: TSV text<TAB>label, or CLINC150 JSON")->required();
+  app.add_option("--split", split, "part of a CLINC150 JSON file (train, val, test)");
+  app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--no-router", no_router, "transformer only (the router's fields are then omitted)");
+  app.add_option("--shadow-rate", shadow_rate, "share of accepted proposals also run through the transformer")
+      ->check(CLI::Range(0.0, 1.0));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "skim-eval: " << e.what() << "\n";
+    return 2;
+  }
+
+  try {
+    const auto rows = skim::read_labelled(data, split);
+    auto dense = skim::Engine::open(model, skim::Options().threads(threads).router(false));
+    const auto& labels = dense->info().labels;
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      if (std::find(labels.begin(), labels.end(), rows[i].label) == labels.end())
+        throw skim::Error(skim::ErrorCode::invalid_argument, data + " row " + std::to_string(i + 1) + ": label \"" +
+                                                                 rows[i].label + "\" is not one of the model's labels");
+
+    const Run transformer = run(*dense, rows);
+    nlohmann::json out = {{"model", model}, {"data", data}, {"n", rows.size()}, {"threads", threads}};
+    if (!split.empty()) out["split"] = split;
+    add_quality(out, "transformer_", rows, transformer.answers);
+    double t_flops = 0;
+    for (const auto& a : transformer.answers) t_flops += a.cost.flops;
+    out["transformer_flops"] = t_flops;
+    out["transformer_only_seconds"] = transformer.seconds;
+
+    if (no_router) {
+      add_quality(out, "", rows, transformer.answers);
+      out["router"] = "off";
+      out["transformer_calls"] = rows.size();
+      out["call_rate"] = 1.0;
+      out["flops"] = out["dense_flops"] = t_flops;
+      out["seconds"] = transformer.seconds;
+    } else {
+      auto routed_engine = skim::Engine::open(model, skim::Options().threads(threads).shadow_rate(shadow_rate));
+      const Run routed = run(*routed_engine, rows);
+      add_quality(out, "", rows, routed.answers);
+      std::map<std::string, std::size_t> routes;
+      std::size_t accepted = 0, accepted_disagreements = 0;
+      double flops = 0, dense_flops = 0;
+      for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto& a = routed.answers[i];
+        ++routes[std::string(skim::to_string(a.route))];
+        if (a.route != skim::Route::transformer) {
+          ++accepted;
+          accepted_disagreements += a.label != transformer.answers[i].label;
+        }
+        flops += a.cost.flops;
+        dense_flops += transformer.answers[i].cost.dense_flops;
+      }
+      const skim::RouterStats stats = routed_engine->stats();
+      out["router"] = std::string(skim::to_string(stats.state));
+      out["routes"] = routes;
+      out["transformer_calls"] = stats.transformer_calls;
+      out["call_rate"] = static_cast<double>(stats.transformer_calls) / rows.size();
+      out["accepted"] = accepted;
+      out["accepted_disagreements"] = accepted_disagreements;
+      out["accepted_disagreement_rate"] = accepted ? static_cast<double>(accepted_disagreements) / accepted : 0.0;
+      out["flops"] = flops;
+      out["dense_flops"] = dense_flops;
+      out["seconds"] = routed.seconds;
+      out["speedup"] = routed.seconds > 0 ? transformer.seconds / routed.seconds : 0.0;
+      const auto& c = stats.certificate;
+      out["certificate"] = {{"certified", c.certified}, {"epsilon", c.epsilon}, {"delta", c.delta},
+                            {"threshold", c.certified ? c.threshold : -1.0}, {"calibration_n", c.n},
+                            {"calibration_coverage", c.coverage}, {"upper_bound", c.upper_bound}};
+      out["monitor"] = {{"shadowed", stats.shadowed}, {"shadow_disagreements", stats.shadow_disagreements},
+                        {"live_disagreement", stats.live_disagreement}, {"live_upper_bound", stats.live_upper_bound},
+                        {"e_value", stats.e_value}, {"alarms", stats.alarms}, {"recalibrations", stats.recalibrations}};
+    }
+    std::cout << out.dump(1) << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "skim-eval: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,94 @@
+#pragma once
+// Offline fitting of the meaning-first router: train the n-gram proposer,
+// run the transformer on calibration data, certify the gate, and write the
+// model package (skim.json + skim.safetensors) the Engine then loads.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "skim/data.hpp"
+#include "skim/router.hpp"
+
+namespace skim {
+
+// Called on long steps: stage name, items done, items in total.
+using ProgressCallback = std::function<void(std::string_view stage, std::size_t done, std::size_t total)>;
+
+// Fluent: CalibrateOptions().epsilon(0.01).delta(0.05).
+class CalibrateOptions {
+ public:
+  // Target risk ε and confidence 1 − δ; both in (0, 1).
+  CalibrateOptions& epsilon(double e);
+  CalibrateOptions& delta(double d);
+  CalibrateOptions& risk(Risk r) { risk_ = r; return *this; }
+  // One certificate per proposed label, each at δ/G.
+  CalibrateOptions& per_label(bool on) { per_label_ = on; return *this; }
+  // JSON rules file ([{"label": ..., "regex": ...} or {"label": ..., "keywords": [...]}]).
+  CalibrateOptions& rules(std::filesystem::path file) { rules_ = std::move(file); return *this; }
+  // Labels whose answers the cache must never hold (e.g. time-sensitive ones).
+  CalibrateOptions& never_cache(std::vector<std::string> labels) { never_cache_ = std::move(labels); return *this; }
+  // Where to write skim.json and skim.safetensors (default: the model directory).
+  CalibrateOptions& out(std::filesystem::path dir) { out_ = std::move(dir); return *this; }
+  CalibrateOptions& threads(int n) { threads_ = n; return *this; }
+  // n-gram proposer: hash buckets, embedding width, SGD epochs, seed (0: defaults).
+  CalibrateOptions& ngram_buckets(std::size_t n) { ngram_buckets_ = n; return *this; }
+  CalibrateOptions& ngram_dim(std::size_t n) { ngram_dim_ = n; return *this; }
+  CalibrateOptions& ngram_epochs(int n) { ngram_epochs_ = n; return *this; }
+  CalibrateOptions& seed(std::uint64_t s) { seed_ = s; return *this; }
+  CalibrateOptions& progress(ProgressCallback p) { progress_ = std::move(p); return *this; }
+
+  double epsilon() const noexcept { return epsilon_; }
+  double delta() const noexcept { return delta_; }
+  Risk risk() const noexcept { return risk_; }
+  bool per_label() const noexcept { return per_label_; }
+  const std::filesystem::path& rules() const noexcept { return rules_; }
+  const std::vector<std::string>& never_cache() const noexcept { return never_cache_; }
+  const std::filesystem::path& out() const noexcept { return out_; }
+  int threads() const noexcept { return threads_; }
+  std::size_t ngram_buckets() const noexcept { return ngram_buckets_; }
+  std::size_t ngram_dim() const noexcept { return ngram_dim_; }
+  int ngram_epochs() const noexcept { return ngram_epochs_; }
+  std::uint64_t seed() const noexcept { return seed_; }
+  const ProgressCallback& progress() const noexcept { return progress_; }
+
+ private:
+  double epsilon_ = 0.01;
+  double delta_ = 0.05;
+  Risk risk_ = Risk::selective;
+  bool per_label_ = false;
+  std::filesystem::path rules_;
+  std::vector<std::string> never_cache_;
+  std::filesystem::path out_;
+  int threads_ = 0;
+  std::size_t ngram_buckets_ = 0;
+  std::size_t ngram_dim_ = 0;
+  int ngram_epochs_ = 0;
+  std::uint64_t seed_ = 0;
+  ProgressCallback progress_;
+};
+
+struct CalibrationReport {
+  Certificate certificate;
+  std::filesystem::path skim_json;
+  std::filesystem::path skim_safetensors;
+  std::size_t train_rows = 0;
+  std::size_t calibration_rows = 0;
+  std::size_t rule_rows = 0;               // calibration rows the rules answered (not certified: the user vouches)
+  double proposer_train_seconds = 0;
+  double proposer_accuracy = 0;            // on the calibration labels
+  double transformer_accuracy = 0;         // on the calibration labels
+  double agreement = 0;                    // proposer vs transformer, all calibration rows
+  double transformer_seconds = 0;
+};
+
+// Trains the proposer on `train`, runs the model at `model_dir` on
+// `calibration`, certifies the gate and writes the package. Throws
+// skim::Error for labels the model does not know (naming the row), an empty
+// set, ε or δ outside (0, 1), or a bad rules file.
+CalibrationReport calibrate(const std::filesystem::path& model_dir, std::span<const LabelledText> train,
+                            std::span<const LabelledText> calibration, const CalibrateOptions& options = {});
+
+}  // namespace skim

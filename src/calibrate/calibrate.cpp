@@ -1,0 +1,186 @@
+// skim::calibrate: n-gram proposer training, the transformer's answers on the
+// calibration set, the certificate, and the package the Engine loads.
+#include "skim/calibrate.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+
+#include "engine/router.hpp"
+#include "format/content_hash.hpp"
+#include "gate/certificate.hpp"
+#include "propose/normalize.hpp"
+#include "skim/engine.hpp"
+#include "skim/error.hpp"
+
+namespace skim {
+
+namespace fs = std::filesystem;
+
+CalibrateOptions& CalibrateOptions::epsilon(double e) {
+  if (!(e > 0 && e < 1)) throw Error(ErrorCode::invalid_argument, "epsilon " + std::to_string(e) + " is outside (0, 1)");
+  epsilon_ = e;
+  return *this;
+}
+
+CalibrateOptions& CalibrateOptions::delta(double d) {
+  if (!(d > 0 && d < 1)) throw Error(ErrorCode::invalid_argument, "delta " + std::to_string(d) + " is outside (0, 1)");
+  delta_ = d;
+  return *this;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Label ids of `rows` in the model's label list; an unknown label names its row.
+std::vector<int> label_ids(std::span<const LabelledText> rows, const std::vector<std::string>& labels, const char* what) {
+  std::unordered_map<std::string, int> id;
+  for (std::size_t i = 0; i < labels.size(); ++i) id.emplace(labels[i], static_cast<int>(i));
+  std::vector<int> out(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    auto it = id.find(rows[i].label);
+    if (it == id.end())
+      throw Error(ErrorCode::invalid_argument, std::string(what) + " row " + std::to_string(i + 1) + ": label \"" +
+                                                   rows[i].label + "\" is not one of the model's " +
+                                                   std::to_string(labels.size()) + " labels");
+    out[i] = it->second;
+  }
+  return out;
+}
+
+propose::RuleSet read_rules(const fs::path& file, const std::vector<std::string>& labels) {
+  if (file.empty()) return {};
+  std::ifstream in(file);
+  if (!in) throw Error(ErrorCode::io, file.string() + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return propose::RuleSet::parse(text.str(), labels, file.string());
+}
+
+}  // namespace
+
+CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledText> train,
+                            std::span<const LabelledText> calibration, const CalibrateOptions& options) {
+  if (train.empty()) throw Error(ErrorCode::invalid_argument, "empty training set");
+  if (calibration.empty()) throw Error(ErrorCode::invalid_argument, "empty calibration set");
+  auto engine = Engine::open(model_dir, Options().threads(options.threads()).router(false));
+  const auto& labels = engine->info().labels;
+  if (labels.empty())
+    throw Error(ErrorCode::model, model_dir.string() + ": the model has no classification labels (config has no id2label)");
+  const std::vector<int> train_ids = label_ids(train, labels, "training");
+  const std::vector<int> calib_ids = label_ids(calibration, labels, "calibration");
+  for (const auto& label : options.never_cache())
+    if (std::find(labels.begin(), labels.end(), label) == labels.end())
+      throw Error(ErrorCode::invalid_argument, "never-cache label \"" + label + "\" is not one of the model's labels");
+  const auto& progress = options.progress();
+
+  CalibrationReport report;
+  report.train_rows = train.size();
+  report.calibration_rows = calibration.size();
+
+  RouterPackage package;
+  package.model_hash = model_content_hash(model_dir);
+  package.labels = labels;
+  package.never_cache = options.never_cache();
+  package.rules = read_rules(options.rules(), labels);
+
+  // The proposer, rounded as it will be stored so the certificate speaks for the stored weights.
+  propose::NgramOptions ngram;
+  if (options.ngram_buckets()) ngram.buckets = options.ngram_buckets();
+  if (options.ngram_dim()) ngram.dim = options.ngram_dim();
+  if (options.ngram_epochs()) ngram.epochs = options.ngram_epochs();
+  ngram.seed = options.seed();
+  auto start = Clock::now();
+  std::vector<std::string> train_texts(train.size());
+  for (std::size_t i = 0; i < train.size(); ++i) train_texts[i] = train[i].text;
+  if (progress) progress("training the n-gram proposer", 0, train.size());
+  package.proposer.emplace(
+      propose::NgramClassifier::train(train_texts, train_ids, labels.size(), ngram).rounded_to_f16());
+  report.proposer_train_seconds = seconds_since(start);
+  if (progress) progress("training the n-gram proposer", train.size(), train.size());
+
+  // The transformer's answers: the reference the certificate is about.
+  start = Clock::now();
+  std::vector<int> transformer(calibration.size());
+  constexpr std::size_t chunk = 256;
+  for (std::size_t first = 0; first < calibration.size(); first += chunk) {
+    if (progress) progress("running the transformer on the calibration set", first, calibration.size());
+    const std::size_t last = std::min(calibration.size(), first + chunk);
+    std::vector<std::string> texts;
+    for (std::size_t i = first; i < last; ++i) texts.push_back(calibration[i].text);
+    std::vector<Answer> answers;
+    try {
+      answers = engine->classify(texts);
+    } catch (const Error& e) {
+      throw Error(e.code(), "calibration rows " + std::to_string(first + 1) + "–" + std::to_string(last) + ": " + e.what());
+    }
+    for (std::size_t i = first; i < last; ++i) transformer[i] = answers[i - first].label_id;
+  }
+  if (progress) progress("running the transformer on the calibration set", calibration.size(), calibration.size());
+  report.transformer_seconds = seconds_since(start);
+
+  // Rows the rules answer are the user's word, not the proposer's: they are
+  // left out of the certificate, as they are left out of the gate at run time.
+  std::vector<gate::CalibrationSample> samples;
+  format::ContentHash data_hash;
+  std::size_t proposer_correct = 0, transformer_correct = 0, agree = 0;
+  for (std::size_t i = 0; i < calibration.size(); ++i) {
+    data_hash.update_field(calibration[i].text).update_field(labels[transformer[i]]);
+    transformer_correct += transformer[i] == calib_ids[i];
+    const auto prediction = package.proposer->predict(calibration[i].text);
+    proposer_correct += prediction.label == calib_ids[i];
+    agree += prediction.label == transformer[i];
+    if (package.rules.match(propose::normalize_for_match(calibration[i].text))) {
+      ++report.rule_rows;
+      continue;
+    }
+    samples.push_back({package.proposer->score(prediction), prediction.label != transformer[i], prediction.label});
+  }
+  const double n = static_cast<double>(calibration.size());
+  report.proposer_accuracy = proposer_correct / n;
+  report.transformer_accuracy = transformer_correct / n;
+  report.agreement = agree / n;
+
+  gate::CertifyOptions certify;
+  certify.epsilon = options.epsilon();
+  certify.delta = options.delta();
+  certify.risk = options.risk();
+  certify.per_label = options.per_label();
+  certify.labels = options.per_label() ? labels.size() : 0;
+  if (samples.empty()) {
+    package.certificate.reason = "every calibration row was answered by a rule; nothing left to certify";
+    package.certificate.epsilon = options.epsilon();
+    package.certificate.delta = options.delta();
+    package.certificate.risk = options.risk();
+  } else {
+    package.certificate = gate::certify(samples, certify);
+  }
+  package.certificate.data_hash = data_hash.hex();
+  package.certificate.proposer_version = proposer_stack_version(*package.proposer, package.rules);
+  package.calibration = {{"train_rows", report.train_rows},
+                         {"calibration_rows", report.calibration_rows},
+                         {"rule_rows", report.rule_rows},
+                         {"proposer_train_seconds", report.proposer_train_seconds},
+                         {"proposer_accuracy", report.proposer_accuracy},
+                         {"transformer_accuracy", report.transformer_accuracy},
+                         {"agreement", report.agreement}};
+
+  const fs::path out = options.out().empty() ? model_dir : options.out();
+  fs::create_directories(out);
+  write_package(out, package);
+  report.certificate = package.certificate;
+  report.skim_json = out / kPackageJson;
+  report.skim_safetensors = out / kPackageTensors;
+  spdlog::debug("skim-calibrate: wrote {} ({})", report.skim_json.string(),
+                report.certificate.certified ? "certified" : "uncertified");
+  return report;
+}
+
+}  // namespace skim

@@ -1,0 +1,282 @@
+#include "engine/router.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "format/atomic_file.hpp"
+#include "format/content_hash.hpp"
+#include "format/safetensors.hpp"
+#include "format/safetensors_writer.hpp"
+#include "skim/error.hpp"
+
+namespace skim {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr int kPackageFormatVersion = 1;
+
+// Certificates in skim.json; +inf (never accept) is written as null.
+nlohmann::json threshold_json(double t) { return std::isfinite(t) ? nlohmann::json(t) : nlohmann::json(nullptr); }
+double threshold_from(const nlohmann::json& j) {
+  return j.is_null() ? std::numeric_limits<double>::infinity() : j.get<double>();
+}
+
+nlohmann::json certificate_json(const Certificate& c) {
+  nlohmann::json labels = nlohmann::json::array();
+  for (double t : c.label_thresholds) labels.push_back(threshold_json(t));
+  return {{"certified", c.certified},
+          {"reason", c.reason},
+          {"risk", std::string(to_string(c.risk))},
+          {"epsilon", c.epsilon},
+          {"delta", c.delta},
+          {"n", c.n},
+          {"accepted", c.accepted},
+          {"disagreements", c.disagreements},
+          {"empirical_risk", c.empirical_risk},
+          {"upper_bound", c.upper_bound},
+          {"coverage", c.coverage},
+          {"threshold", threshold_json(c.threshold)},
+          {"label_thresholds", labels},
+          {"data_hash", c.data_hash},
+          {"proposer_version", c.proposer_version}};
+}
+
+Certificate certificate_from(const nlohmann::json& j) {
+  Certificate c;
+  c.certified = j.at("certified").get<bool>();
+  c.reason = j.at("reason").get<std::string>();
+  const auto risk = j.at("risk").get<std::string>();
+  if (risk != "selective" && risk != "joint") throw std::invalid_argument("risk \"" + risk + "\" is not selective or joint");
+  c.risk = risk == "joint" ? Risk::joint : Risk::selective;
+  c.epsilon = j.at("epsilon").get<double>();
+  c.delta = j.at("delta").get<double>();
+  c.n = j.at("n").get<std::size_t>();
+  c.accepted = j.at("accepted").get<std::size_t>();
+  c.disagreements = j.at("disagreements").get<std::size_t>();
+  c.empirical_risk = j.at("empirical_risk").get<double>();
+  c.upper_bound = j.at("upper_bound").get<double>();
+  c.coverage = j.at("coverage").get<double>();
+  c.threshold = threshold_from(j.at("threshold"));
+  for (const auto& t : j.at("label_thresholds")) c.label_thresholds.push_back(threshold_from(t));
+  c.data_hash = j.at("data_hash").get<std::string>();
+  c.proposer_version = j.at("proposer_version").get<std::string>();
+  if (!(c.epsilon > 0 && c.epsilon < 1) || !(c.delta > 0 && c.delta < 1))
+    throw std::invalid_argument("epsilon and delta must be in (0, 1)");
+  return c;
+}
+
+template <typename T>
+std::span<const std::byte> bytes_of(const std::vector<T>& v) {
+  return std::as_bytes(std::span(v));
+}
+
+// Embeddings are stored as F16 (rounded_to_f16 makes that exact).
+std::vector<std::uint16_t> to_f16_bits(const std::vector<float>& values) {
+  std::vector<std::uint16_t> out(values.size());
+  std::transform(values.begin(), values.end(), out.begin(), propose::f16_bits);
+  return out;
+}
+
+std::vector<std::uint64_t> u64_values(const format::TensorView& t) {
+  std::vector<std::uint64_t> out(static_cast<std::size_t>(t.numel()));
+  std::memcpy(out.data(), t.bytes.data(), out.size() * 8);
+  return out;
+}
+
+const format::TensorView& require_tensor(const format::TensorStore& store, const std::string& name, format::DType dtype) {
+  const format::TensorView* t = store.find(name);
+  if (t == nullptr) throw Error(ErrorCode::format, store.source() + ": no tensor '" + name + "'");
+  if (t->dtype != dtype)
+    throw Error(ErrorCode::format, store.source() + ": tensor '" + name + "' is " + std::string(format::to_string(t->dtype)) +
+                                       ", expected " + std::string(format::to_string(dtype)));
+  return *t;
+}
+
+}  // namespace
+
+std::string model_content_hash(const fs::path& dir) {
+  // The files that decide what the transformer answers, in a fixed order.
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool weights = entry.path().extension() == ".safetensors" || name == "model.safetensors.index.json";
+    if (name.starts_with("skim.")) continue;
+    if (weights || name == "config.json" || name == "vocab.txt" || name == "tokenizer.json" || name == "tokenizer_config.json")
+      names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  format::ContentHash hash;
+  for (const auto& name : names) hash.update_field(name).update_file(dir / name);
+  return hash.hex();
+}
+
+std::string proposer_stack_version(const propose::NgramClassifier& proposer, const propose::RuleSet& rules) {
+  return proposer.version() + "+" + rules.version();
+}
+
+void write_package(const fs::path& dir, const RouterPackage& p) {
+  if (!p.proposer) throw Error(ErrorCode::internal, "write_package: no proposer");
+  const auto& arrays = p.proposer->arrays();
+  const auto meta = p.proposer->metadata();
+  const auto embeddings = to_f16_bits(arrays.embeddings);
+  const std::int64_t labels = static_cast<std::int64_t>(p.proposer->labels());
+  const std::int64_t buckets = meta.at("buckets").get<std::int64_t>(), dim = meta.at("dim").get<std::int64_t>();
+  format::write_safetensors(
+      dir / kPackageTensors,
+      {{"ngram.embeddings", format::DType::f16, {buckets, dim}, bytes_of(embeddings)},
+       {"ngram.output", format::DType::f32, {labels, dim}, bytes_of(arrays.output)},
+       {"ngram.bias", format::DType::f32, {labels}, bytes_of(arrays.bias)},
+       {"ngram.fingerprints", format::DType::u64, {static_cast<std::int64_t>(arrays.fingerprints.size())},
+        bytes_of(arrays.fingerprints)}},
+      {{"format", "skim-package"}});
+
+  nlohmann::json j = {{"format", "skim-package"},
+                      {"format_version", kPackageFormatVersion},
+                      {"model_hash", p.model_hash},
+                      {"labels", p.labels},
+                      {"proposer", meta},
+                      {"proposer_version", p.proposer->version()},
+                      {"rules", p.rules.to_json()},
+                      {"never_cache", p.never_cache},
+                      {"certificate", certificate_json(p.certificate)},
+                      {"calibration", p.calibration}};
+  const std::string text = j.dump(1) + "\n";
+  const fs::path path = dir / kPackageJson;
+  format::TemporaryFile file(format::temporary_path_for(path));
+  file.open(path.string());
+  file.write(path.string(), text.data(), text.size());
+  file.commit(path.string());
+}
+
+RouterPackage read_package(const fs::path& dir, std::span<const std::string> model_labels, const std::string& model_hash) {
+  const fs::path json_path = dir / kPackageJson;
+  const std::string where = json_path.string();
+  std::ifstream in(json_path);
+  if (!in) throw Error(ErrorCode::io, where + ": cannot open");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw Error(ErrorCode::format, where + ": not a JSON object");
+  RouterPackage p;
+  std::string field;
+  try {
+    field = "format";
+    if (j.at("format").get<std::string>() != "skim-package") throw std::invalid_argument("not \"skim-package\"");
+    field = "format_version";
+    if (j.at("format_version").get<int>() != kPackageFormatVersion)
+      throw std::invalid_argument("this skim reads version " + std::to_string(kPackageFormatVersion));
+    field = "model_hash";
+    p.model_hash = j.at("model_hash").get<std::string>();
+    field = "labels";
+    p.labels = j.at("labels").get<std::vector<std::string>>();
+    field = "never_cache";
+    p.never_cache = j.at("never_cache").get<std::vector<std::string>>();
+    field = "certificate";
+    p.certificate = certificate_from(j.at("certificate"));
+    field = "calibration";
+    p.calibration = j.value("calibration", nlohmann::json::object());
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
+  }
+  if (p.model_hash != model_hash)
+    throw Error(ErrorCode::model, where + " was made for another model (model hash " + p.model_hash + ", this model's is " +
+                                      model_hash + "): rerun skim-calibrate for this model");
+  if (!std::equal(p.labels.begin(), p.labels.end(), model_labels.begin(), model_labels.end()))
+    throw Error(ErrorCode::model, where + ": its labels differ from the model's id2label");
+  for (const auto& label : p.never_cache)
+    if (std::find(p.labels.begin(), p.labels.end(), label) == p.labels.end())
+      throw Error(ErrorCode::format, where + ": never_cache label \"" + label + "\" is not one of the model's labels");
+  if (!j.contains("rules")) throw Error(ErrorCode::format, where + ": no field \"rules\"");
+  try {
+    p.rules = propose::RuleSet::from_json(j["rules"], p.labels);
+  } catch (const Error& e) {
+    throw Error(e.code(), where + ": rules: " + e.what());
+  }
+
+  const fs::path tensors_path = dir / kPackageTensors;
+  auto store = format::TensorStore::open_file(tensors_path);
+  propose::NgramArrays arrays;
+  arrays.embeddings = format::to_f32(require_tensor(store, "ngram.embeddings", format::DType::f16));
+  arrays.output = format::to_f32(require_tensor(store, "ngram.output", format::DType::f32));
+  arrays.bias = format::to_f32(require_tensor(store, "ngram.bias", format::DType::f32));
+  arrays.fingerprints = u64_values(require_tensor(store, "ngram.fingerprints", format::DType::u64));
+  if (!j.contains("proposer")) throw Error(ErrorCode::format, where + ": no field \"proposer\"");
+  try {
+    p.proposer.emplace(std::move(arrays), j["proposer"]);
+  } catch (const Error& e) {
+    throw Error(e.code(), tensors_path.string() + " with " + where + ": " + e.what());
+  }
+  if (p.proposer->labels() != p.labels.size())
+    throw Error(ErrorCode::format, where + ": the proposer has " + std::to_string(p.proposer->labels()) + " labels, the model " +
+                                       std::to_string(p.labels.size()));
+  const std::string version = proposer_stack_version(*p.proposer, p.rules);
+  if (p.certificate.proposer_version != version) {
+    // A certificate speaks only for the proposer it was computed with.
+    p.certificate.certified = false;
+    p.certificate.reason = "void: computed for proposer " + p.certificate.proposer_version + ", the package's is " + version;
+  }
+  return p;
+}
+
+namespace {
+
+gate::MonitorOptions monitor_options(const RouterPackage& p, const Options& options) {
+  gate::MonitorOptions m;
+  m.shadow_rate = options.shadow_rate();
+  m.alpha = options.alarm_level();
+  // Recalibrate on as many fresh samples as the certificate was computed on,
+  // and never on fewer than 1000 (a window that small can hardly certify).
+  m.recalibration_samples = std::max<std::size_t>(p.certificate.n, 1000);
+  m.certify.epsilon = p.certificate.epsilon;
+  m.certify.delta = p.certificate.delta;
+  m.certify.risk = p.certificate.risk;
+  m.certify.per_label = !p.certificate.label_thresholds.empty();
+  m.certify.labels = m.certify.per_label ? p.labels.size() : 0;
+  return m;
+}
+
+propose::ResponseCacheOptions cache_options(const RouterPackage& p, const Options& options) {
+  propose::ResponseCacheOptions c;
+  c.byte_budget = options.cache_bytes();
+  for (const auto& label : p.never_cache)
+    c.never_cache.insert(static_cast<int>(std::find(p.labels.begin(), p.labels.end(), label) - p.labels.begin()));
+  return c;
+}
+
+}  // namespace
+
+Router::Router(RouterPackage package, const Options& options)
+    : package_(std::move(package)),
+      version_(package_.model_hash + "/" + proposer_stack_version(*package_.proposer, package_.rules)),
+      cache_(cache_options(package_, options), version_),
+      monitor_(package_.certificate, monitor_options(package_, options)) {}
+
+std::string Router::request_id(const Request& request, std::size_t index, std::size_t count) const {
+  if (request.id().empty()) return "skim-" + std::to_string(next_request_.fetch_add(1, std::memory_order_relaxed));
+  return count == 1 ? request.id() : request.id() + "#" + std::to_string(index);
+}
+
+RouterStats Router::stats() const {
+  const gate::MonitorStats m = monitor_.stats();
+  RouterStats s;
+  s.state = m.state;
+  s.calls = calls.load(std::memory_order_relaxed);
+  s.transformer_calls = transformer_calls.load(std::memory_order_relaxed);
+  s.cache_hits = cache_hits.load(std::memory_order_relaxed);
+  s.rule_hits = rule_hits.load(std::memory_order_relaxed);
+  s.accepted = m.accepted;
+  s.shadowed = m.shadowed;
+  s.shadow_disagreements = m.shadow_disagreements;
+  s.live_disagreement = m.disagreement_rate;
+  s.live_upper_bound = m.disagreement_upper_bound;
+  s.e_value = std::exp(m.log_e_value);
+  s.alarms = m.alarms;
+  s.recalibrations = m.recalibrations;
+  s.certificate = m.certificate;
+  return s;
+}
+
+}  // namespace skim

@@ -1,0 +1,77 @@
+#pragma once
+// The meaning-first router of a classification engine: its package on disk
+// (skim.json + skim.safetensors, written by skim-calibrate) and its live
+// state (answer cache, rules, n-gram proposer, gate monitor, counters).
+#include <atomic>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gate/monitor.hpp"
+#include "propose/ngram.hpp"
+#include "propose/response_cache.hpp"
+#include "propose/rules.hpp"
+#include "skim/options.hpp"
+#include "skim/router.hpp"
+
+namespace skim {
+
+// What skim.json and skim.safetensors hold.
+struct RouterPackage {
+  std::string model_hash;           // model_content_hash of the model it was calibrated for
+  std::vector<std::string> labels;  // the model's id2label
+  std::optional<propose::NgramClassifier> proposer;
+  propose::RuleSet rules;
+  std::vector<std::string> never_cache;
+  Certificate certificate;
+  nlohmann::json calibration = nlohmann::json::object();  // how it was made (rows, seconds, accuracies)
+};
+
+inline constexpr const char* kPackageJson = "skim.json";
+inline constexpr const char* kPackageTensors = "skim.safetensors";
+
+// A hash of the model files (config.json, vocabulary, weights; not skim.*),
+// so a package cannot be used with a model it was not calibrated for.
+std::string model_content_hash(const std::filesystem::path& model_dir);
+// The proposer stack a certificate is tied to: n-gram weights and rules.
+std::string proposer_stack_version(const propose::NgramClassifier& proposer, const propose::RuleSet& rules);
+
+// Writes both files atomically into `dir`.
+void write_package(const std::filesystem::path& dir, const RouterPackage& package);
+// Reads and validates the package in `dir` for a model with `model_labels`
+// and `model_hash`; skim::Error naming the file and field otherwise. A
+// certificate made for another proposer version is voided (uncertified,
+// with the reason), not an error.
+RouterPackage read_package(const std::filesystem::path& dir, std::span<const std::string> model_labels,
+                           const std::string& model_hash);
+
+class Router {
+ public:
+  Router(RouterPackage package, const Options& options);
+
+  const propose::NgramClassifier& proposer() const { return *package_.proposer; }
+  const propose::RuleSet& rules() const { return package_.rules; }
+  propose::ResponseCache& cache() const { return cache_; }
+  gate::Monitor& monitor() const { return monitor_; }
+  // Model and proposer versions: what cache entries are written under.
+  const std::string& version() const { return version_; }
+  // The request id to shadow-sample on: the caller's, else a fresh one.
+  std::string request_id(const Request& request, std::size_t index, std::size_t count) const;
+
+  RouterStats stats() const;
+
+  // Counters (relaxed: statistics, not synchronisation).
+  mutable std::atomic<std::uint64_t> calls{0}, transformer_calls{0}, cache_hits{0}, rule_hits{0};
+
+ private:
+  RouterPackage package_;
+  std::string version_;
+  mutable propose::ResponseCache cache_;
+  mutable gate::Monitor monitor_;
+  mutable std::atomic<std::uint64_t> next_request_{0};
+};
+
+}  // namespace skim

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# skim-calibrate and skim-eval as a user drives them: calibrate a copy of the
+# CLINC150 model on the 20-intent test subset, evaluate it, and bad input.
+#   skim_calibrate.sh CALIBRATE_BINARY EVAL_BINARY MODEL_DIR DATA_DIR
+set -uo pipefail
+calibrate=$1 eval=$2 model=$3 data=$4
+passed=0 failed=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $name"; fi
+}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+mkdir "$tmp/model"
+for f in config.json model.safetensors vocab.txt; do ln -s "$(realpath "$model/$f")" "$tmp/model/$f"; done
+train=$data/propose/clinc150_subset_train.tsv heldout=$data/propose/clinc150_subset_heldout.tsv
+
+"$calibrate" --model "$tmp/model" --train "$train" --calib "$heldout" --epsilon 0.1 --threads 2 >"$tmp/out" 2>"$tmp/err"
+check "calibrate exit 0" test $? -eq 0
+check "calibrate summary" grep -qE '^(certified|not certified):' "$tmp/out"
+check "calibrate says what it wrote" grep -q "skim.json" "$tmp/out"
+check "calibrate shows progress" grep -q "running the transformer" "$tmp/err"
+check "skim.json written" test -s "$tmp/model/skim.json"
+check "skim.safetensors written" test -s "$tmp/model/skim.safetensors"
+
+"$eval" --model "$tmp/model" --data "$heldout" --threads 2 >"$tmp/eval.json" 2>"$tmp/err"
+check "eval exit 0" test $? -eq 0
+for field in n accuracy transformer_accuracy transformer_calls call_rate accepted accepted_disagreements flops \
+             dense_flops seconds transformer_only_seconds; do
+  check "eval has $field" grep -q "\"$field\":" "$tmp/eval.json"
+done
+check "eval n 500" grep -q '"n": 500' "$tmp/eval.json"
+"$eval" --model "$tmp/model" --data "$heldout" --no-router >"$tmp/dense.json" 2>"$tmp/err"
+check "eval no-router call rate 1" grep -q '"call_rate": 1.0' "$tmp/dense.json"
+
+# Bad input: one line on stderr, exit code 2, naming what is wrong.
+printf 'turn on the lights\n' >"$tmp/nolabel.tsv"
+"$calibrate" --model "$tmp/model" --train "$tmp/nolabel.tsv" --calib "$heldout" >"$tmp/out" 2>"$tmp/err"
+check "missing label exit 2" test $? -eq 2
+check "missing label named" grep -q "nolabel.tsv:1: no label column" "$tmp/err"
+printf 'turn on the lights\tlights_on_please\n' >"$tmp/unknown.tsv"
+"$calibrate" --model "$tmp/model" --train "$train" --calib "$tmp/unknown.tsv" >"$tmp/out" 2>"$tmp/err"
+check "unknown label exit 2" test $? -eq 2
+check "unknown label named" grep -q 'lights_on_please' "$tmp/err"
+"$calibrate" --model "$tmp/model" --train "$train" --calib "$heldout" --epsilon 1.5 >"$tmp/out" 2>"$tmp/err"
+check "bad epsilon exit 2" test $? -eq 2
+check "bad epsilon one line" test "$(wc -l <"$tmp/err")" -eq 1
+"$eval" --model "$tmp/model" --data "$tmp/unknown.tsv" >"$tmp/out" 2>"$tmp/err"
+check "eval unknown label exit 2" test $? -eq 2
+
+echo "$passed passed, $failed failed"
+test "$failed" -eq 0
