@@ -27,16 +27,6 @@ std::string make_key(std::string_view version, std::string_view tenant, std::str
   return key;
 }
 
-const char* route_name(Route route) {
-  switch (route) {
-    case Route::cache: return "cache";
-    case Route::rule: return "rule";
-    case Route::proposer: return "proposer";
-    case Route::transformer: return "transformer";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 ResponseCache::ResponseCache(ResponseCacheOptions options, std::string version)
@@ -79,7 +69,7 @@ bool ResponseCache::put(std::string_view tenant, std::string_view head, std::str
                         std::string_view version, const Answer& answer) {
   if (answer.route != Route::transformer) {
     throw Error(ErrorCode::invalid_argument, std::string("ResponseCache::put: the answer came from the ") +
-                                                 route_name(answer.route) +
+                                                 std::string(to_string(answer.route)) +
                                                  ", not the transformer; only transformer answers are cached");
   }
   if (answer.label_id < 0) {

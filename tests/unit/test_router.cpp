@@ -66,10 +66,10 @@ TEST(RouterTransformer, IsDeterministicOnRepeatedAndBatchedCalls) {
   for (std::size_t i = 0; i < texts.size(); ++i) {
     const Answer once = engine->classify(texts[i]);
     const Answer again = engine->classify(texts[i]);
+    // Bit for bit: each row's GEMMs reduce in the same order whatever the
+    // batch, and attention's per-thread scratch keeps its alignment.
     EXPECT_EQ(once.logits, again.logits) << texts[i];
-    EXPECT_EQ(once.label, batched[i].label) << texts[i];
-    for (std::size_t j = 0; j < once.logits.size(); ++j)
-      ASSERT_NEAR(once.logits[j], batched[i].logits[j], 1e-4f) << texts[i] << " logit " << j;
+    EXPECT_EQ(once.logits, batched[i].logits) << texts[i];
   }
 }
 
