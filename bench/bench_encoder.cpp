@@ -99,7 +99,7 @@ void BM_Model(benchmark::State& state) {
   std::ifstream in(texts_file);
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) texts.push_back(line);
-  auto engine = skim::Engine::open(model, skim::Options().threads(bench_threads()));
+  auto engine = skim::Engine::open(model, skim::Options().threads(bench_threads()).router(false));
   auto session = engine->session();
   const bool one_by_one = state.range(0) == 1;
   for (auto _ : state) {
