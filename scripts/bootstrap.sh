@@ -24,10 +24,14 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)"
 
 if [ "${1:-}" = "--demo" ]; then
-  ./build/examples/skim-classify/skim-classify --model examples/models/clinc150-bert --json \
+  # One request per line, as a service sees them: the repeated one comes back
+  # from the answer cache. The route column says who answered.
+  printf '%s\n' \
     "what's my checking account balance" \
     "set an alarm for 6 am tomorrow" \
     "how do I say thank you in french" \
     "can you tell me a joke about penguins" \
-    "what is the meaning of life and everything"
+    "what is the meaning of life and everything" \
+    "what's my checking account balance" |
+    ./build/examples/skim-classify/skim-classify --model examples/models/clinc150-bert
 fi
