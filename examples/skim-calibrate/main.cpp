@@ -2,7 +2,7 @@
 //   skim-calibrate --model DIR --train TRAIN --calib CALIB [--split-train S]
 //                  [--split-calib S] [--epsilon E] [--delta D]
 //                  [--risk selective|joint] [--per-label] [--rules FILE]
-//                  [--never-cache LABEL ...] [--out DIR] [--threads N]
+//                  [--never-cache LABEL ...] [--distill FILE] [--out DIR] [--threads N]
 // Trains the n-gram proposer on TRAIN, runs the transformer on CALIB,
 // certifies the gate and writes skim.json + skim.safetensors into the model
 // directory (or --out). Data: TSV text<TAB>label or CLINC150 JSON (--split
@@ -20,7 +20,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Calibrate the meaning-first router of a skim classification model"};
-  std::string model, train, calib, split, split_train, split_calib, rules, out, risk = "selective";
+  std::string model, train, calib, split, split_train, split_calib, rules, out, distill, risk = "selective";
   std::vector<std::string> never_cache;
   double epsilon = 0.01, delta = 0.05;
   int threads = 0;
@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   app.add_flag("--per-label", per_label, "one certificate per proposed label at delta/G");
   app.add_option("--rules", rules, "JSON rules file: [{\"label\": ..., \"regex\"|\"keywords\": ...}]");
   app.add_option("--never-cache", never_cache, "labels the answer cache must never hold");
+  app.add_option("--distill", distill,
+                 "unlabeled utterances (one per line) the transformer labels for the proposer to train on too");
   app.add_option("--out", out, "where to write skim.json and skim.safetensors (default: --model)");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   try {
@@ -63,6 +65,7 @@ int main(int argc, char** argv) {
         .per_label(per_label).never_cache(never_cache).threads(threads).progress(progress);
     if (!rules.empty()) options.rules(rules);
     if (!out.empty()) options.out(out);
+    if (!distill.empty()) options.distill(distill);
     auto pick = [&](const std::string& one, const std::string& fallback) { return one.empty() ? split.empty() ? fallback : split : one; };
     const auto train_rows = skim::read_labelled(train, pick(split_train, "train"));
     const auto calib_rows = skim::read_labelled(calib, pick(split_calib, "val"));
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
               << " calibration rows\n";
     const skim::CalibrationReport r = skim::calibrate(model, train_rows, calib_rows, options);
     const auto& c = r.certificate;
+    if (r.distill_rows) std::printf("distillation: the transformer labelled %zu utterances\n", r.distill_rows);
     std::printf("proposer: trained on %zu rows in %.2f s; accuracy on calibration labels %.4f (transformer %.4f), "
                 "agreement with the transformer %.4f\n",
                 r.train_rows, r.proposer_train_seconds, r.proposer_accuracy, r.transformer_accuracy, r.agreement);

@@ -30,6 +30,10 @@ class CalibrateOptions {
   CalibrateOptions& rules(std::filesystem::path file) { rules_ = std::move(file); return *this; }
   // Labels whose answers the cache must never hold (e.g. time-sensitive ones).
   CalibrateOptions& never_cache(std::vector<std::string> labels) { never_cache_ = std::move(labels); return *this; }
+  // Unlabeled utterances, one per line, that the transformer labels for the
+  // proposer to train on beside TRAIN: it learns where the transformer's
+  // answers go, which is what the gate measures it against.
+  CalibrateOptions& distill(std::filesystem::path file) { distill_ = std::move(file); return *this; }
   // Where to write skim.json and skim.safetensors (default: the model directory).
   CalibrateOptions& out(std::filesystem::path dir) { out_ = std::move(dir); return *this; }
   CalibrateOptions& threads(int n) { threads_ = n; return *this; }
@@ -47,6 +51,7 @@ class CalibrateOptions {
   const std::filesystem::path& rules() const noexcept { return rules_; }
   const std::vector<std::string>& never_cache() const noexcept { return never_cache_; }
   const std::filesystem::path& out() const noexcept { return out_; }
+  const std::filesystem::path& distill() const noexcept { return distill_; }
   int threads() const noexcept { return threads_; }
   std::size_t ngram_buckets() const noexcept { return ngram_buckets_; }
   std::size_t ngram_dim() const noexcept { return ngram_dim_; }
@@ -62,6 +67,7 @@ class CalibrateOptions {
   std::filesystem::path rules_;
   std::vector<std::string> never_cache_;
   std::filesystem::path out_;
+  std::filesystem::path distill_;
   int threads_ = 0;
   std::size_t ngram_buckets_ = 0;
   std::size_t ngram_dim_ = 0;
@@ -77,6 +83,7 @@ struct CalibrationReport {
   std::size_t train_rows = 0;
   std::size_t calibration_rows = 0;
   std::size_t rule_rows = 0;               // calibration rows the rules answered (not certified: the user vouches)
+  std::size_t distill_rows = 0;            // unlabeled utterances the transformer labelled for the proposer
   double proposer_train_seconds = 0;
   double proposer_accuracy = 0;            // on the calibration labels
   double transformer_accuracy = 0;         // on the calibration labels

@@ -64,6 +64,42 @@ propose::RuleSet read_rules(const fs::path& file, const std::vector<std::string>
   return propose::RuleSet::parse(text.str(), labels, file.string());
 }
 
+// The transformer's label ids for `texts`, in chunks, with progress.
+std::vector<int> transformer_labels(const Engine& engine, const std::vector<std::string>& texts, const char* what,
+                                    const ProgressCallback& progress) {
+  std::vector<int> out(texts.size());
+  constexpr std::size_t chunk = 256;
+  const std::string stage = std::string("running the transformer on the ") + what;
+  for (std::size_t first = 0; first < texts.size(); first += chunk) {
+    if (progress) progress(stage, first, texts.size());
+    const std::size_t last = std::min(texts.size(), first + chunk);
+    const std::vector<std::string> part(texts.begin() + first, texts.begin() + last);
+    std::vector<Answer> answers;
+    try {
+      answers = engine.classify(part);
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string(what) + " rows " + std::to_string(first + 1) + "–" + std::to_string(last) + ": " +
+                                e.what());
+    }
+    for (std::size_t i = first; i < last; ++i) out[i] = answers[i - first].label_id;
+  }
+  if (progress) progress(stage, texts.size(), texts.size());
+  return out;
+}
+
+// One utterance per line; blank lines skipped, nothing else dropped.
+std::vector<std::string> read_lines(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) throw Error(ErrorCode::io, file.string() + ": cannot open");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) lines.push_back(std::move(line));
+  }
+  if (lines.empty()) throw Error(ErrorCode::invalid_argument, file.string() + ": no utterances");
+  return lines;
+}
+
 }  // namespace
 
 CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledText> train,
@@ -92,38 +128,34 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
   package.rules = read_rules(options.rules(), labels);
 
   // The proposer, rounded as it will be stored so the certificate speaks for the stored weights.
+  std::vector<std::string> train_texts(train.size());
+  for (std::size_t i = 0; i < train.size(); ++i) train_texts[i] = train[i].text;
+  std::vector<int> train_labels = train_ids;
+  if (!options.distill().empty()) {
+    std::vector<std::string> pool = read_lines(options.distill());
+    const std::vector<int> labelled = transformer_labels(*engine, pool, "distillation set", progress);
+    report.distill_rows = pool.size();
+    train_texts.insert(train_texts.end(), std::make_move_iterator(pool.begin()), std::make_move_iterator(pool.end()));
+    train_labels.insert(train_labels.end(), labelled.begin(), labelled.end());
+  }
+
   propose::NgramOptions ngram;
   if (options.ngram_buckets()) ngram.buckets = options.ngram_buckets();
   if (options.ngram_dim()) ngram.dim = options.ngram_dim();
   if (options.ngram_epochs()) ngram.epochs = options.ngram_epochs();
   ngram.seed = options.seed();
   auto start = Clock::now();
-  std::vector<std::string> train_texts(train.size());
-  for (std::size_t i = 0; i < train.size(); ++i) train_texts[i] = train[i].text;
-  if (progress) progress("training the n-gram proposer", 0, train.size());
+  if (progress) progress("training the n-gram proposer", 0, train_texts.size());
   package.proposer.emplace(
-      propose::NgramClassifier::train(train_texts, train_ids, labels.size(), ngram).rounded_to_f16());
+      propose::NgramClassifier::train(train_texts, train_labels, labels.size(), ngram).rounded_to_f16());
   report.proposer_train_seconds = seconds_since(start);
-  if (progress) progress("training the n-gram proposer", train.size(), train.size());
+  if (progress) progress("training the n-gram proposer", train_texts.size(), train_texts.size());
 
   // The transformer's answers: the reference the certificate is about.
   start = Clock::now();
-  std::vector<int> transformer(calibration.size());
-  constexpr std::size_t chunk = 256;
-  for (std::size_t first = 0; first < calibration.size(); first += chunk) {
-    if (progress) progress("running the transformer on the calibration set", first, calibration.size());
-    const std::size_t last = std::min(calibration.size(), first + chunk);
-    std::vector<std::string> texts;
-    for (std::size_t i = first; i < last; ++i) texts.push_back(calibration[i].text);
-    std::vector<Answer> answers;
-    try {
-      answers = engine->classify(texts);
-    } catch (const Error& e) {
-      throw Error(e.code(), "calibration rows " + std::to_string(first + 1) + "–" + std::to_string(last) + ": " + e.what());
-    }
-    for (std::size_t i = first; i < last; ++i) transformer[i] = answers[i - first].label_id;
-  }
-  if (progress) progress("running the transformer on the calibration set", calibration.size(), calibration.size());
+  std::vector<std::string> calib_texts(calibration.size());
+  for (std::size_t i = 0; i < calibration.size(); ++i) calib_texts[i] = calibration[i].text;
+  const std::vector<int> transformer = transformer_labels(*engine, calib_texts, "calibration set", progress);
   report.transformer_seconds = seconds_since(start);
 
   // Rows the rules answer are the user's word, not the proposer's: they are
@@ -165,6 +197,7 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
   package.certificate.data_hash = data_hash.hex();
   package.certificate.proposer_version = proposer_stack_version(*package.proposer, package.rules);
   package.calibration = {{"train_rows", report.train_rows},
+                         {"distill_rows", report.distill_rows},
                          {"calibration_rows", report.calibration_rows},
                          {"rule_rows", report.rule_rows},
                          {"proposer_train_seconds", report.proposer_train_seconds},

@@ -241,6 +241,22 @@ TEST_F(RouterTest, ANewProposerVoidsTheCertificate) {
   EXPECT_EQ(engine->classify("how do I go about bitcoin mining").route, Route::rule);
 }
 
+TEST(RouterCalibrate, DistillationAddsTransformerLabelledUtterancesToTheProposersTraining) {
+  testing::TemporaryDirectory dir;
+  link_model(dir.path());
+  {
+    std::ofstream pool(dir / "pool.txt");
+    pool << "i want to find a place to eat in san jose\n\ncan you book me a table for two at seven\r\n"
+            "what time does the coffee shop open\n";
+  }
+  const auto report = calibrate(dir.path(), train_rows(), heldout_rows(), test_options().distill(dir / "pool.txt"));
+  EXPECT_EQ(report.distill_rows, 3u);  // the blank line is skipped, nothing else
+  const auto plain = calibrate(dir.path(), train_rows(), heldout_rows(), test_options());
+  EXPECT_NE(report.certificate.proposer_version, plain.certificate.proposer_version);
+  expect_error([&] { calibrate(dir.path(), train_rows(), heldout_rows(), test_options().distill(dir / "absent.txt")); },
+               ErrorCode::io, {"absent.txt"});
+}
+
 TEST(RouterCalibrateInput, BadInputIsAClearError) {
   testing::TemporaryDirectory dir;
   link_model(dir.path());
