@@ -58,6 +58,8 @@ class Request {
 enum class GateState { off, normal, collecting };
 std::string_view to_string(GateState state) noexcept;
 
+// Counters run over the engine's life; the live estimate and the e-value
+// are for the certificate in force (they restart when it is replaced).
 struct RouterStats {
   GateState state = GateState::off;
   std::uint64_t calls = 0;
@@ -67,8 +69,8 @@ struct RouterStats {
   std::uint64_t accepted = 0;  // proposer answers the gate accepted
   std::uint64_t shadowed = 0;  // of those, also run through the transformer
   std::uint64_t shadow_disagreements = 0;
-  double live_disagreement = 0;  // among shadowed
-  double live_upper_bound = 1;   // its Clopper–Pearson bound
+  double live_disagreement = 0;  // among shadowed, under the certificate in force
+  double live_upper_bound = 1;   // its Clopper–Pearson (1 − α) bound
   double e_value = 1;            // the monitor's e-process; alarm at 1/α
   std::uint64_t alarms = 0;
   std::uint64_t recalibrations = 0;

@@ -220,6 +220,8 @@ std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& stat
     const double seconds = std::chrono::duration<double>(Clock::now() - r.start).count();
     if (r.decision.accept) {  // a shadow: the proposal stands, its check is recorded
       router.monitor().record_shadow(r.decision, disagree);
+      router.shadowed.fetch_add(1, std::memory_order_relaxed);
+      router.shadow_disagreements.fetch_add(disagree ? 1 : 0, std::memory_order_relaxed);
       answers[i].shadowed = true;
       answers[i].cost.flops += t.cost.flops;
       answers[i].cost.seconds = seconds;

@@ -268,8 +268,8 @@ RouterStats Router::stats() const {
   s.cache_hits = cache_hits.load(std::memory_order_relaxed);
   s.rule_hits = rule_hits.load(std::memory_order_relaxed);
   s.accepted = m.accepted;
-  s.shadowed = m.shadowed;
-  s.shadow_disagreements = m.shadow_disagreements;
+  s.shadowed = shadowed.load(std::memory_order_relaxed);
+  s.shadow_disagreements = shadow_disagreements.load(std::memory_order_relaxed);
   s.live_disagreement = m.disagreement_rate;
   s.live_upper_bound = m.disagreement_upper_bound;
   s.e_value = std::exp(m.log_e_value);

@@ -64,7 +64,8 @@ class Router {
   RouterStats stats() const;
 
   // Counters (relaxed: statistics, not synchronisation).
-  mutable std::atomic<std::uint64_t> calls{0}, transformer_calls{0}, cache_hits{0}, rule_hits{0};
+  mutable std::atomic<std::uint64_t> calls{0}, transformer_calls{0}, cache_hits{0}, rule_hits{0}, shadowed{0},
+      shadow_disagreements{0};
 
  private:
   RouterPackage package_;

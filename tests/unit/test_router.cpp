@@ -189,6 +189,8 @@ TEST_F(RouterTest, ShiftToOutOfScopeRequestsAlarmsAndFallsBackToTheTransformer) 
   // size, at least 1000), the gate has recalibrated on them and answers again.
   const RouterStats back = engine->stats();
   EXPECT_EQ(back.recalibrations, 1u);
+  EXPECT_GE(back.shadowed, at_alarm.shadowed);  // life-long counters survive the new certificate
+  EXPECT_GT(at_alarm.shadow_disagreements, 0u);
   EXPECT_EQ(back.state, GateState::normal);
   EXPECT_TRUE(back.certificate.certified);
 }
