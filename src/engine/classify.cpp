@@ -191,7 +191,7 @@ std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& stat
         r.sample = {router.proposer().score(prediction), false, prediction.label};
         r.decision = router.monitor().decide(r.sample.score, prediction.label, router.request_id(request, i, texts.size()));
         if (r.decision.accept) {
-          const double flops = proposer_flops(router.proposer(), router.proposer().features(texts[i]).size());
+          const double flops = proposer_flops(router.proposer(), prediction.features);
           answers[i] = routed_answer(engine, texts[i], prediction.label, prediction.probability, Route::proposer, flops);
           r.run_transformer = r.decision.shadow;
         }

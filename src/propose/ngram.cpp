@@ -393,6 +393,7 @@ NgramPrediction NgramClassifier::predict(std::string_view text) const {
     for (float& h : hidden) h *= inverse;
   }
   NgramPrediction prediction;
+  prediction.features = fingerprints.size();
   prediction.probabilities.resize(n_labels_);
   for (std::size_t k = 0; k < n_labels_; ++k) {
     const float* w = arrays_.output.data() + k * dim;

@@ -39,6 +39,7 @@ struct NgramPrediction {
   // 0 for an input without features.
   float coverage = 0;
   float word_coverage = 0;  // the same over word n-grams only
+  std::size_t features = 0;  // the input's n-gram features, repeats counted (embedding rows summed)
   std::vector<float> probabilities;
 };
 

@@ -477,6 +477,7 @@ TEST(NgramClassifier, FeaturesAreHashedWordAndCharacterNgrams) {
   const NgramClassifier& model = clinc_model();
   // "ab cd": 2 unigrams + 1 bigram + per word "<ab>" 2 trigrams + 1 four-gram.
   EXPECT_EQ(model.features("ab cd").size(), 2u + 1u + 2u * 3u);
+  EXPECT_EQ(model.predict("ab cd").features, model.features("ab cd").size());
   EXPECT_EQ(model.features("AB  cd!"), model.features("ab cd"));  // normalized, punctuation dropped
   EXPECT_NE(model.features("turn on the lights"), model.features("turn off the lights"));
   // Character n-grams count code points: "<é>" is one trigram.
