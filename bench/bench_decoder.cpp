@@ -1,5 +1,5 @@
 // Decoder benchmarks on a warm session (weights packed, primitives built):
-//   SKIM_BENCH_DECODER=model.gguf [SKIM_BENCH_BF16=1] skim_bench --benchmark_filter=Decoder
+//   SKIM_BENCH_DECODER=model.gguf [SKIM_BENCH_BF16=1 | SKIM_BENCH_Q8_0=1] skim_bench --benchmark_filter=Decoder
 // Prefill: one pass over a 128-token prompt (BOS + random ids) into an empty
 // cache, plus the last position's logits. Decode: 64 single-token steps after
 // a 16-token prompt, reported as tokens per second.
@@ -30,6 +30,8 @@ struct DecoderFixture {
     const char* bf16 = std::getenv("SKIM_BENCH_BF16");
     auto options = skim::Options().threads(threads ? std::atoi(threads) : 2);
     if (bf16 && std::string(bf16) == "1") options.weight_precision(skim::WeightPrecision::bf16);
+    const char* q8 = std::getenv("SKIM_BENCH_Q8_0");
+    if (q8 && std::string(q8) == "1") options.weight_precision(skim::WeightPrecision::q8_0);
     fixture = new DecoderFixture{skim::Engine::open(path, options), nullptr, nullptr};
     const auto& impl = fixture->engine->impl();
     fixture->ws = std::make_unique<skim::execute::DecoderWorkspace>(*impl.decoder, 128);

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Driver for skim's decoder benchmark: skim-generate against the PyTorch peer (llama_peer.py).
+"""Driver for skim's decoder benchmark: skim-generate against the PyTorch peer (llama_peer.py) and,
+optionally, llama.cpp's llama-bench.
 
 For every model (default: tests/data stories260K.gguf, and random GPT-2-small-shaped LLaMA GGUFs
 at f32 and bf16 written into --scratch by bench/fixtures/make_random_llama_gguf.py if missing),
@@ -13,22 +14,30 @@ one after another, never concurrently:
                       greedy generation does not stop at EOS before 64 tokens)
            --reps samples each (plus one untimed warm-up run), median and spread.
   pytorch  llama_peer.py on the same file, same --threads, prefill/prompt length = the counts skim
-           reported.
+           reported. It reads F32/F16/BF16 matrices only: skipped (with a note) for Q8_0 files.
+  llama.cpp  with --llama-bench PATH, for GGUF files only (others skipped with a note):
+           PATH -m FILE -t THREADS -p PREFILL -n DECODE -r REPS -o json, one process per model;
+           prefill = its pp test (PREFILL random ids, BOS first, into an empty cache), decode = its
+           tg test (DECODE single-token steps from an empty cache, tok/s = DECODE / their time);
+           avg and stddev as llama-bench reports them (one warm-up run of each, then REPS).
 Variants: fp32 (skim-generate as is; the peer in fp32) and, for files whose matrices are BF16
 (--bf16 auto), bf16 (skim-generate --bf16, which packs GEMM weights as bf16; the peer with
 --compute bf16). Each row of the tables pairs skim and PyTorch of the same variant.
            Its correctness check (greedy 256 from BOS on stories260K = golden ids) runs once first;
            skim gets the same check (skim-generate --max-tokens 256 --ids from BOS).
 Ratios are skim / pytorch: prefill time skim_ms / torch_ms (below 1 = skim faster), decode
-throughput skim_tps / torch_tps (above 1 = skim faster). The llama.cpp column holds figures
-measured earlier on this machine kind (random GPT-2-small model, 2 threads); it is NOT run here.
+throughput skim_tps / torch_tps (above 1 = skim faster); skim / llama.cpp likewise, prefill as
+ms per layer (skim median / llama.cpp avg). Without --llama-bench, the llama.cpp column holds fixed
+figures measured earlier on this machine kind (random GPT-2-small model, 2 threads), not run.
 
   /usr/bin/python3 bench/peers/run_decoder_bench.py [--threads 2] [--reps 5] [--out report.json]
   /usr/bin/python3 bench/peers/run_decoder_bench.py --models stories260K,gpt2small-f32 --reps 2
   /usr/bin/python3 bench/peers/run_decoder_bench.py --models mine=/path/model.gguf
+  /usr/bin/python3 bench/peers/run_decoder_bench.py --models gpt2small-f32,gpt2small-q8_0 \
+      --llama-bench /work/peers/llama.cpp/build/bin/llama-bench
 
-Model names: stories260K, gpt2small-f32, gpt2small-bf16, gpt2small-f16 (generated if missing,
-seed --seed), or NAME=PATH / PATH for any GGUF, llama2.c .bin (tokenizer beside it) or HF dir.
+Model names: stories260K, gpt2small-f32, gpt2small-bf16, gpt2small-f16, gpt2small-q8_0 (generated
+if missing, seed --seed), or NAME=PATH / PATH for any GGUF, llama2.c .bin (tokenizer beside it) or HF dir.
 See bench/peers/DECODER.md.
 """
 
@@ -74,7 +83,10 @@ STORY = (
     "They played in the sun, they told stories, and they watched the fish jump over the stones. "
     "When winter came, the river froze, and the friends walked on the ice and made a snowman with a "
     "long carrot nose and two black buttons for eyes. ")
-RANDOM_SHAPES = ("f32", "bf16", "f16")
+RANDOM_SHAPES = ("f32", "bf16", "f16", "q8_0")
+PEER_TYPES = {"F32", "F16", "BF16"}   # tensor types llama_peer.py (llama_reference.py) reads
+GGML_TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0",
+                   10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
 
 
 def parse_args(argv=None):
@@ -101,8 +113,12 @@ def parse_args(argv=None):
                         "on a loaded machine; see DECODER.md)")
     p.add_argument("--peer-arg", action="append", default=[], metavar="ARG",
                    help="extra llama_peer.py argument, repeatable (e.g. --peer-arg=--omp-wait-policy=active)")
+    p.add_argument("--llama-bench", metavar="PATH",
+                   help="also run llama.cpp's llama-bench on every GGUF model (see DECODER.md)")
+    p.add_argument("--llama-bench-arg", action="append", default=[], metavar="ARG",
+                   help="extra llama-bench argument, repeatable (e.g. --llama-bench-arg=--poll=0)")
     p.add_argument("--no-skim", action="store_true", help="peer only")
-    p.add_argument("--no-peer", action="store_true", help="skim only")
+    p.add_argument("--no-peer", action="store_true", help="skim only (llama-bench still runs if given)")
     p.add_argument("--scratch", default="/tmp/skim-decoder-bench",
                    help="random models, prompt cache, per-run JSON (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random models (default 0)")
@@ -167,17 +183,38 @@ def ensure_model(m, a):
                     "--seed", str(a.seed), "--out", m["path"]], check=True)
 
 
+def is_gguf(path):
+    if os.path.isdir(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(4) == b"GGUF"
+
+
 def model_info(path):
-    """Layer count and tensor types, with the float64 reference's readers (no weights read)."""
+    """Layer count and tensor types, with the float64 reference's readers (no weights read; a GGUF
+    header is parsed here, so that block types such as Q8_0 are listed too)."""
     sys.path.insert(0, os.path.join(REPO, "tests", "reference"))
     import llama_reference as ref
-    if os.path.isdir(path) or open(path, "rb").read(4) != b"GGUF":
+    if not is_gguf(path):
         c = ref.load_model(path).cfg
-        return {"layers": c["n_layers"], "types": None}
-    meta, _, info = ref.read_gguf(path)
+        return {"layers": c["n_layers"], "types": None, "gguf": False}
+    with open(path, "rb") as f:
+        r = ref._Reader(f.read(64 << 20))                 # the header (vocabulary included)
+    r.pos = 4
+    version, n_tensors, n_kv = r.unpack("<IQQ")
+    meta = {}
+    for _ in range(n_kv):
+        key = r.string()
+        meta[key] = r.value(r.unpack("<I"))
+    types = set()
+    for _ in range(n_tensors):
+        r.string()
+        r.unpack("<" + "Q" * r.unpack("<I"))
+        ttype = r.unpack("<I")
+        r.unpack("<Q")
+        types.add(GGML_TYPE_NAMES.get(ttype, f"type{ttype}"))
     arch = meta.get("general.architecture", "llama")
-    return {"layers": int(meta[f"{arch}.block_count"]),
-            "types": sorted(set(info["types"].values()))}
+    return {"layers": int(meta[f"{arch}.block_count"]), "types": sorted(types), "gguf": True}
 
 
 def llamacpp_reference(m):
@@ -390,6 +427,48 @@ def peer_check(a):
         return {"ok": False, "error": f"llama_peer.py --check-only exit {p.returncode}"}
 
 
+# ----------------------------------------------------------------------------- llama.cpp
+
+def run_llamacpp(a, m, layers, prefill_tokens):
+    """llama-bench on one GGUF: its pp (prefill) and tg (decode) tests, REPS runs each."""
+    cmd = [a.llama_bench, "-m", m["path"], "-t", str(a.threads), "-p", str(prefill_tokens),
+           "-n", str(a.decode_tokens), "-r", str(a.reps), "-o", "json", *a.llama_bench_arg]
+    log(f"[{m['name']}] llama.cpp: {' '.join(cmd)}")
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        tail = "\n".join(p.stderr.strip().splitlines()[-8:])
+        log(f"[{m['name']}] llama-bench failed ({p.returncode}):\n{tail}")
+        return {"ok": False, "error": f"exit {p.returncode}: {tail}", "command": cmd}
+    try:
+        tests = json.loads(p.stdout)
+    except ValueError:
+        return {"ok": False, "error": f"cannot parse llama-bench -o json output: {p.stdout[:200]!r}",
+                "command": cmd}
+    pp = next((t for t in tests if t["n_prompt"] > 0 and t["n_gen"] == 0), None)
+    tg = next((t for t in tests if t["n_gen"] > 0 and t["n_prompt"] == 0), None)
+    out = {"ok": bool(pp and tg), "command": cmd, "tests": tests}
+    if tests:
+        out.update({k: tests[0].get(k) for k in ("build_commit", "build_number", "cpu_info",
+                                                  "backends", "model_type", "model_size",
+                                                  "model_n_params", "n_threads", "type_k",
+                                                  "type_v", "n_batch", "n_ubatch", "use_mmap")})
+    if pp:
+        ms = pp["avg_ns"] / 1e6
+        out["prefill"] = {"tokens": pp["n_prompt"], "reps": len(pp.get("samples_ns", [])),
+                          "tokens_per_s": {"avg": pp["avg_ts"], "stddev": pp["stddev_ts"]},
+                          "ms": {"avg": ms, "stddev": pp["stddev_ns"] / 1e6},
+                          "ms_per_layer": {"avg": ms / layers,
+                                           "stddev": pp["stddev_ns"] / 1e6 / layers},
+                          "samples_ns": pp.get("samples_ns")}
+    if tg:
+        out["decode"] = {"tokens": tg["n_gen"], "reps": len(tg.get("samples_ns", [])),
+                         "tokens_per_s": {"avg": tg["avg_ts"], "stddev": tg["stddev_ts"]},
+                         "samples_ns": tg.get("samples_ns")}
+    log(f"[{m['name']}] llama.cpp {out.get('build_commit')}: prefill "
+        f"{fmt(pp and pp['avg_ts'], '.1f')} tok/s, decode {fmt(tg and tg['avg_ts'], '.1f')} tok/s")
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 
 def ratio(x, y):
@@ -398,6 +477,12 @@ def ratio(x, y):
 
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
+
+
+def fmt_pm(s, spec):
+    if not s:
+        return "-"
+    return f"{format(s['avg'], spec)} ± {format(s['stddev'], spec)}"
 
 
 def fmt_range(s, spec):
@@ -409,36 +494,54 @@ def fmt_range(s, spec):
 def print_table(report):
     t = report["threads"]
     print()
-    print(f"skim vs PyTorch, LLaMA decoders, {t} thread(s); figures are median (min-max) over the "
-          f"samples; ratios are of the medians.")
+    ran = report.get("llama_bench") is not None
+    print(f"skim vs PyTorch{' vs llama.cpp' if ran else ''}, LLaMA decoders, {t} thread(s); figures "
+          f"are median (min-max) over the samples{', llama.cpp avg ± stddev' if ran else ''}; "
+          f"ratios are of the medians{' (llama.cpp: of its avg)' if ran else ''}.")
     pre_hdr = ["model", "variant", "tokens", "skim ms", "torch ms", "skim ms/layer", "torch ms/layer",
-               "skim/torch (<1 = skim faster)", "llama.cpp ms/layer (ref, not run here)"]
+               "skim/torch (<1 = skim faster)"]
     dec_hdr = ["model", "variant", "prompt+new", "skim tok/s", "torch tok/s",
-               "skim/torch (>1 = skim faster)", "llama.cpp tok/s (ref, not run here)"]
+               "skim/torch (>1 = skim faster)"]
+    if ran:
+        pre_hdr += ["llama.cpp ms/layer", "skim/llama.cpp (<1 = skim faster)"]
+        dec_hdr += ["llama.cpp tok/s", "skim/llama.cpp (>1 = skim faster)"]
+    else:
+        pre_hdr.append("llama.cpp ms/layer (ref, not run here)")
+        dec_hdr.append("llama.cpp tok/s (ref, not run here)")
     pre_rows, dec_rows = [], []
     for m in report["models"]:
         refc = m.get("llamacpp_reference") or {}
+        lc = m.get("llamacpp") or {}
         for comp in m["variants"]:
             sk = (m.get("skim") or {}).get(comp)
             pe = (m.get("pytorch") or {}).get(comp)
             r = m["ratios"].get(comp, {})
+            rl = (m.get("ratios_llamacpp") or {}).get(comp, {})
             name = comp
-            pre_rows.append([
+            pre = [
                 m["name"], name, m.get("prefill_tokens", "-"),
                 fmt_range(sk and sk["prefill"]["ms"], ".2f"),
                 fmt_range(pe and pe["prefill"]["ms"], ".2f"),
                 fmt(sk and sk["prefill"]["ms_per_layer"]["median"], ".3f"),
                 fmt(pe and pe["prefill"]["ms_per_layer"]["median"], ".3f"),
                 fmt(r.get("prefill_ms"), ".3f"),
-                fmt(refc.get("prefill_ms_per_layer"), ".1f"),
-            ])
-            dec_rows.append([
+            ]
+            dec = [
                 m["name"], name, f"{m.get('prompt_tokens', '-')}+{m.get('decode_tokens', '-')}",
                 fmt_range(sk and sk["decode"]["tokens_per_s"], ".1f"),
                 fmt_range(pe and pe["decode"]["tokens_per_s"], ".1f"),
                 fmt(r.get("decode_tps"), ".3f"),
-                fmt(refc.get("decode_tps"), ".0f"),
-            ])
+            ]
+            if ran:
+                pre += [fmt_pm(lc.get("prefill", {}).get("ms_per_layer"), ".3f"),
+                        fmt(rl.get("prefill_ms_per_layer"), ".3f")]
+                dec += [fmt_pm(lc.get("decode", {}).get("tokens_per_s"), ".1f"),
+                        fmt(rl.get("decode_tps"), ".3f")]
+            else:
+                pre.append(fmt(refc.get("prefill_ms_per_layer"), ".1f"))
+                dec.append(fmt(refc.get("decode_tps"), ".0f"))
+            pre_rows.append(pre)
+            dec_rows.append(dec)
 
     def table(title, hdr, rows):
         print()
@@ -454,10 +557,19 @@ def print_table(report):
     table("DECODE: greedy generation, tokens/s over the single-token steps ((new - 1) / their "
           "time), higher is better", dec_hdr, dec_rows)
     print()
-    print(LLAMACPP_NOTE + ".")
+    if ran:
+        print(f"llama.cpp: {report['llama_bench']} (build {report.get('llama_bench_build') or '?'}); "
+              "prefill = its pp test (random ids), decode = its tg test (from an empty cache, "
+              "tok/s = new / time).")
+    else:
+        print(LLAMACPP_NOTE + ".")
+    for m in report["models"]:
+        for note in m.get("notes", []):
+            print(f"note [{m['name']}]: {note}")
     env = {k: v for k, v in report.get("skim_env", {}).items() if v is not None}
-    print(f"skim environment: {env or 'inherited, no OMP_* set'}; pytorch peer: OMP_WAIT_POLICY="
-          f"{peer_policy(report)} (llama_peer.py default passive)")
+    pol = peer_policy(report)
+    print(f"skim environment: {env or 'inherited, no OMP_* set'}; pytorch peer: "
+          + (f"OMP_WAIT_POLICY={pol} (llama_peer.py default passive)" if pol else "not run"))
     for k, v in report.get("checks", {}).items():
         print(f"check {k}: {'OK' if v and v.get('ok') else 'FAIL'}")
 
@@ -486,6 +598,10 @@ def main():
         a.skim_environ[k] = v
     if not a.no_skim and not os.access(a.skim_generate, os.X_OK):
         raise SystemExit(f"{a.skim_generate}: not found (build skim, or --no-skim)")
+    if a.llama_bench:
+        a.llama_bench = os.path.abspath(a.llama_bench)
+        if not os.access(a.llama_bench, os.X_OK):
+            raise SystemExit(f"{a.llama_bench}: not found (see DECODER.md: building llama-bench)")
     report = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
               "host": platform.node(), "cpu": cpu_name(), "nproc": os.cpu_count(),
               "loadavg_start": os.getloadavg(), "threads": a.threads, "reps": a.reps,
@@ -495,8 +611,13 @@ def main():
               "skim_env_extra": a.skim_env, "peer_args_extra": a.peer_arg,
               "ratio_definition": {"prefill_ms": "skim_ms / torch_ms, below 1 = skim faster",
                                    "prefill_ms_per_layer": "same as prefill_ms",
-                                   "decode_tps": "skim_tps / torch_tps, above 1 = skim faster"},
-              "llamacpp_reference_note": LLAMACPP_NOTE, "checks": {}, "models": []}
+                                   "decode_tps": "skim_tps / torch_tps, above 1 = skim faster",
+                                   "llamacpp": "ratios_llamacpp: skim median / llama-bench avg, "
+                                               "prefill as ms per layer (below 1 = skim faster), "
+                                               "decode tok/s (above 1 = skim faster)"},
+              "llamacpp_reference_note": LLAMACPP_NOTE, "llama_bench": a.llama_bench,
+              "llama_bench_args_extra": a.llama_bench_arg, "llama_bench_build": None,
+              "checks": {}, "models": []}
     if not a.no_peer:
         report["checks"]["pytorch_stories260K_greedy256"] = peer_check(a)
     if not a.no_skim:
@@ -507,7 +628,7 @@ def main():
         info = model_info(m["path"])
         entry = {"name": m["name"], "path": m["path"], "layers": info["layers"],
                  "tensor_types": info["types"], "llamacpp_reference": llamacpp_reference(m),
-                 "decode_tokens": a.decode_tokens, "ratios": {}}
+                 "decode_tokens": a.decode_tokens, "ratios": {}, "notes": []}
         pre_n, dec_n = a.prefill_tokens, a.prompt_tokens
         variants = ["fp32"]
         if a.bf16 == "on" or (a.bf16 == "auto" and "BF16" in (info["types"] or [])):
@@ -525,8 +646,30 @@ def main():
                 entry["skim"][v] = bench_skim(a, m, pr, info["layers"],
                                               ["--bf16"] if v == "bf16" else [])
         entry["prefill_tokens"], entry["prompt_tokens"] = pre_n, dec_n
-        if not a.no_peer:
+        peer_ok = not (set(info["types"] or []) - PEER_TYPES)
+        if not a.no_peer and not peer_ok:
+            entry["notes"].append(f"PyTorch peer skipped: it reads {'/'.join(sorted(PEER_TYPES))} "
+                                  f"matrices only, the file has {'/'.join(info['types'])}")
+            log(f"[{m['name']}] {entry['notes'][-1]}")
+        elif not a.no_peer:
             entry["pytorch"] = {v: run_peer(a, m, v, pre_n, dec_n) for v in variants}
+        if a.llama_bench and not info["gguf"]:
+            entry["notes"].append("llama.cpp skipped: not a GGUF file")
+            log(f"[{m['name']}] {entry['notes'][-1]}")
+        elif a.llama_bench:
+            lc = entry["llamacpp"] = run_llamacpp(a, m, info["layers"], pre_n)
+            report["llama_bench_build"] = report["llama_bench_build"] or lc.get("build_commit")
+            if not lc["ok"]:
+                entry["notes"].append(f"llama-bench failed: {lc.get('error', '')[:300]}")
+            entry["ratios_llamacpp"] = {}
+            for v in variants:
+                sk = (entry.get("skim") or {}).get(v)
+                if sk and lc["ok"]:
+                    entry["ratios_llamacpp"][v] = {
+                        "prefill_ms_per_layer": ratio(sk["prefill"]["ms_per_layer"]["median"],
+                                                      lc["prefill"]["ms_per_layer"]["avg"]),
+                        "decode_tps": ratio(sk["decode"]["tokens_per_s"]["median"],
+                                            lc["decode"]["tokens_per_s"]["avg"])}
         for v in variants:
             sk = (entry.get("skim") or {}).get(v)
             pe = (entry.get("pytorch") or {}).get(v)

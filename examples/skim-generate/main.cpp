@@ -1,7 +1,8 @@
 // skim-generate: text from a LLaMA-family decoder (GGUF, llama2.c .bin, or a
 // Hugging Face directory).
 //   skim-generate --model PATH [--tokenizer PATH] [--prompt TEXT] [--max-tokens N]
-//                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N] [--ids] [--bf16] [--verbose]
+//                 [--temperature T] [--top-k K] [--top-p P] [--seed S] [--threads N] [--ids]
+//                 [--weights auto|f32|bf16|q8_0] [--bf16] [--verbose]
 //   skim-generate --model PATH --perplexity FILE
 // Text streams to stdout as it is generated; --ids prints the generated token
 // ids instead. --perplexity scores a file (documents separated by blank lines
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
   int top_k = 0, threads = 0;
   std::uint64_t seed = 0;
   bool ids = false, verbose = false, bf16 = false;
+  std::string weights = "auto";
   app.add_option("--model", model, "GGUF file, llama2.c .bin, or Hugging Face directory")->required();
   app.add_option("--tokenizer", tokenizer, "tokenizer file for a llama2.c checkpoint (tok512.bin, tokenizer.bin)");
   app.add_option("--prompt", prompt, "text to continue (default: start from BOS)");
@@ -74,7 +76,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "random seed for sampling");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   app.add_flag("--ids", ids, "print generated token ids instead of text");
-  app.add_flag("--bf16", bf16, "pack GEMM weights as bf16 (half the memory traffic; bf16 rounding)");
+  app.add_option("--weights", weights,
+                 "GEMM weight packing: auto (f32; Q8_0 stays Q8_0), f32, bf16, q8_0 (int8 compute)")
+      ->check(CLI::IsMember({"auto", "f32", "bf16", "q8_0"}));
+  app.add_flag("--bf16", bf16, "same as --weights bf16");
   app.add_flag("--verbose", verbose, "print token counts and speed on stderr");
   app.add_option("--perplexity", perplexity_file, "score this text file instead of generating");
   try {
@@ -89,7 +94,11 @@ int main(int argc, char** argv) {
   try {
     skim::Options options;
     options.threads(threads);
-    if (bf16) options.weight_precision(skim::WeightPrecision::bf16);
+    if (bf16) weights = "bf16";
+    options.weight_precision(weights == "f32"    ? skim::WeightPrecision::f32
+                             : weights == "bf16" ? skim::WeightPrecision::bf16
+                             : weights == "q8_0" ? skim::WeightPrecision::q8_0
+                                                 : skim::WeightPrecision::automatic);
     if (!tokenizer.empty()) options.tokenizer(tokenizer);
     auto engine = skim::Engine::open(model, options);
     auto session = engine->session();

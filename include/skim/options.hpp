@@ -4,10 +4,17 @@
 
 namespace skim {
 
-// Storage of the packed GEMM weights. f32 is exact; bf16 halves the memory
-// each token streams (decoding is bound by it) and uses AVX-512 BF16 units,
-// at bf16 rounding of weights and of activations entering a GEMM.
-enum class WeightPrecision { f32, bf16 };
+// Storage of the packed GEMM weights.
+//  automatic: f32, except that Q8_0 matrices of a GGUF file stay Q8_0.
+//  f32:  exact (Q8_0 data is widened exactly).
+//  bf16: half the memory each token streams (decoding is bound by it), on
+//        AVX-512 BF16 units, at bf16 rounding of weights and of activations
+//        entering a GEMM.
+//  q8_0: GGUF's Q8_0 (an fp16 scale per 32 int8 weights, about a quarter of
+//        f32's bytes); float matrices are quantized at load. Activations are
+//        quantized per 32 values too and the products run in int8 (AVX-512
+//        VNNI), as llama.cpp computes Q8_0. Without VNNI the values run as f32.
+enum class WeightPrecision { automatic, f32, bf16, q8_0 };
 
 // How an Engine runs. Fluent: Options().threads(2).max_sequence_length(128).
 class Options {
@@ -62,7 +69,7 @@ class Options {
   double shadow_rate_ = 0.05;
   double alarm_level_ = 0.01;
   std::size_t cache_bytes_ = 16u << 20;
-  WeightPrecision weight_precision_ = WeightPrecision::f32;
+  WeightPrecision weight_precision_ = WeightPrecision::automatic;
   int threads_ = 0;
   std::size_t max_sequence_length_ = 0;
   std::size_t max_batch_tokens_ = 0;

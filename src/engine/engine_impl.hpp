@@ -64,10 +64,15 @@ struct Engine::Impl {
   ~Impl();
 };
 
-// How the model's GEMM weights are packed, from the user's Options.
+// How the model's float GEMM weights are packed, from the user's Options.
 inline kernels::WeightPrecision packed_precision(const Options& options) {
-  return options.weight_precision() == WeightPrecision::bf16 ? kernels::WeightPrecision::bf16
-                                                             : kernels::WeightPrecision::f32;
+  switch (options.weight_precision()) {
+    case WeightPrecision::bf16: return kernels::WeightPrecision::bf16;
+    case WeightPrecision::q8_0: return kernels::WeightPrecision::q8_0;
+    case WeightPrecision::automatic:
+    case WeightPrecision::f32: break;
+  }
+  return kernels::WeightPrecision::f32;
 }
 
 // Opening (engine/open_*.cpp).

@@ -203,7 +203,9 @@ void fill_info(Engine::Impl& impl, const std::string& type) {
 }  // namespace
 
 void open_llama(Engine::Impl& impl, const fs::path& path) {
-  const auto precision = packed_precision(impl.options);
+  const WeightPrecision requested = impl.options.weight_precision();
+  const execute::WeightPacking precision{packed_precision(impl.options),
+                                         requested == WeightPrecision::automatic || requested == WeightPrecision::q8_0};
   if (fs::is_directory(path)) {
     impl.llama_config = hf_config(path);
     auto store = format::TensorStore::open_directory(path);

@@ -12,14 +12,9 @@ namespace {
 
 using kernels::Epilogue;
 using kernels::Linear;
+using kernels::OneRowPath;
 using Shape = std::vector<std::int64_t>;
 
-
-std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
-  std::vector<float> all;
-  for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
-  return all;
-}
 
 struct Names {
   DecoderNaming naming;
@@ -42,7 +37,7 @@ struct LlamaDecoder::Layer {
 };
 
 LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& weights, DecoderNaming naming,
-                           const kernels::Backend& backend, kernels::WeightPrecision precision)
+                           const kernels::Backend& backend, WeightPacking packing)
     : config_(c), backend_(backend) {
   if (c.dim <= 0 || c.heads <= 0 || c.kv_heads <= 0 || c.dim % c.heads != 0 || c.heads % c.kv_heads != 0 ||
       c.head_dim() % 2 != 0)
@@ -52,29 +47,55 @@ LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& w
   const Names n{naming};
   const std::int64_t D = c.dim, F = c.hidden_dim, KV = c.kv_width(), V = c.vocab;
   auto load = [&](const std::string& name, const Shape& shape) { return format::to_f32(weights.require(name, shape)); };
+  // One GEMM for matrices stacked along `out` (query|key|value, gate|up).
+  // Q8_0 data stays Q8_0 when the packing allows it: GGUF blocks run along
+  // `in`, so stacking rows is stacking their bytes.
+  auto linear = [&](std::initializer_list<std::pair<std::string, Shape>> parts, Epilogue epilogue) {
+    const int in = static_cast<int>(parts.begin()->second[1]);
+    int out = 0;
+    bool all_q8_0 = packing.q8_0_as_stored;
+    for (const auto& [name, shape] : parts) {
+      all_q8_0 = all_q8_0 && weights.require(name, shape).dtype == format::DType::q8_0;
+      out += static_cast<int>(shape[0]);
+    }
+    // Decoding runs one row per step: the streaming kernel serves it.
+    if (!all_q8_0) {
+      std::vector<float> values;
+      for (const auto& [name, shape] : parts) {
+        const auto part = load(name, shape);
+        values.insert(values.end(), part.begin(), part.end());
+      }
+      return Linear(backend, values, {}, in, out, epilogue, packing.floats, OneRowPath::streaming);
+    }
+    std::vector<std::byte> blocks;
+    for (const auto& [name, shape] : parts) {
+      const auto bytes = weights.require(name, shape).bytes;
+      blocks.insert(blocks.end(), bytes.begin(), bytes.end());
+    }
+    return Linear(backend, blocks, {}, in, out, epilogue);
+  };
 
-  token_embeddings_ = load(n.global("token_embd.weight", "model.embed_tokens.weight"), {V, D});
+  const std::string embeddings = n.global("token_embd.weight", "model.embed_tokens.weight");
+  token_embeddings_ = load(embeddings, {V, D});
   for (int l = 0; l < c.layers; ++l) {
-    auto w = [&](const char* gguf, const char* hf, const Shape& s) { return load(n.layer(l, gguf, hf), s); };
-    auto qkv = concat({w("attn_q.weight", "self_attn.q_proj.weight", {D, D}),
-                       w("attn_k.weight", "self_attn.k_proj.weight", {KV, D}),
-                       w("attn_v.weight", "self_attn.v_proj.weight", {KV, D})});
-    auto gate_up = concat({w("ffn_gate.weight", "mlp.gate_proj.weight", {F, D}),
-                           w("ffn_up.weight", "mlp.up_proj.weight", {F, D})});
-    const int d = c.dim, f = c.hidden_dim, kv = c.kv_width();
+    auto name = [&](const char* gguf, const char* hf) { return n.layer(l, gguf, hf); };
     layers_.push_back(std::make_unique<Layer>(Layer{
-        w("attn_norm.weight", "input_layernorm.weight", {D}),
-        Linear(backend, qkv, {}, d, d + 2 * kv, Epilogue::none, precision),
-        Linear(backend, w("attn_output.weight", "self_attn.o_proj.weight", {D, D}), {}, d, d, Epilogue::add_to_output, precision),
-        w("ffn_norm.weight", "post_attention_layernorm.weight", {D}),
-        Linear(backend, gate_up, {}, d, 2 * f, Epilogue::none, precision),
-        Linear(backend, w("ffn_down.weight", "mlp.down_proj.weight", {D, F}), {}, f, d, Epilogue::add_to_output, precision)}));
+        load(name("attn_norm.weight", "input_layernorm.weight"), {D}),
+        linear({{name("attn_q.weight", "self_attn.q_proj.weight"), {D, D}},
+                {name("attn_k.weight", "self_attn.k_proj.weight"), {KV, D}},
+                {name("attn_v.weight", "self_attn.v_proj.weight"), {KV, D}}},
+               Epilogue::none),
+        linear({{name("attn_output.weight", "self_attn.o_proj.weight"), {D, D}}}, Epilogue::add_to_output),
+        load(name("ffn_norm.weight", "post_attention_layernorm.weight"), {D}),
+        linear({{name("ffn_gate.weight", "mlp.gate_proj.weight"), {F, D}},
+                {name("ffn_up.weight", "mlp.up_proj.weight"), {F, D}}},
+               Epilogue::none),
+        linear({{name("ffn_down.weight", "mlp.down_proj.weight"), {D, F}}}, Epilogue::add_to_output)}));
   }
   output_norm_ = load(n.global("output_norm.weight", "model.norm.weight"), {D});
   const std::string head = n.global("output.weight", "lm_head.weight");
   // No separate head: the output projection is the token embedding (tied).
-  output_ = std::make_unique<Linear>(backend, weights.find(head) ? load(head, {V, D}) : token_embeddings_,
-                                     std::span<const float>{}, c.dim, c.vocab, Epilogue::none, precision);
+  output_ = std::make_unique<Linear>(linear({{weights.find(head) ? head : embeddings, {V, D}}}, Epilogue::none));
   rope_table_ = kernels::Rope::make_table(c.context, c.head_dim(), c.rope_theta);
 }
 

@@ -34,6 +34,14 @@ enum class DecoderNaming { gguf, hugging_face };
 
 class LlamaDecoder;
 
+// How the GEMM weights are packed: float matrices as `floats`; Q8_0 matrices
+// as stored (int8 compute) if q8_0_as_stored, else widened and packed as
+// `floats` too.
+struct WeightPacking {
+  kernels::WeightPrecision floats = kernels::WeightPrecision::f32;
+  bool q8_0_as_stored = true;
+};
+
 class DecoderWorkspace {
  public:
   DecoderWorkspace(const LlamaDecoder& decoder, int max_rows);
@@ -43,6 +51,14 @@ class DecoderWorkspace {
 
  private:
   friend class LlamaDecoder;
+
+// How the GEMM weights are packed: float matrices as `floats`; Q8_0 matrices
+// as stored (int8 compute) if q8_0_as_stored, else widened and packed as
+// `floats` too.
+struct WeightPacking {
+  kernels::WeightPrecision floats = kernels::WeightPrecision::f32;
+  bool q8_0_as_stored = true;
+};
   int max_rows_, threads_;
   kernels::Scratch scratch_;
   kernels::AlignedBuffer<float> x_, normed_, qkv_, context_, gate_up_, ffn_, attention_scratch_, logits_;
@@ -53,7 +69,7 @@ class DecoderWorkspace {
 class LlamaDecoder {
  public:
   LlamaDecoder(const DecoderConfig& config, const format::TensorSource& weights, DecoderNaming naming,
-               const kernels::Backend& backend, kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
+               const kernels::Backend& backend, WeightPacking packing = {});
   ~LlamaDecoder();
 
   // Runs `tokens` at positions cache.length() onwards (one prefill chunk, or

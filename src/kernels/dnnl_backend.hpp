@@ -7,6 +7,7 @@
 
 #include "kernels/aligned_buffer.hpp"
 #include "kernels/backend.hpp"
+#include "kernels/q8_0.hpp"
 
 namespace skim::kernels {
 
@@ -19,6 +20,7 @@ struct Scratch::Impl {
   dnnl::stream stream;
   AlignedBuffer<std::byte> scratchpad;  // grows to the largest primitive's need, once
   AlignedBuffer<std::uint16_t> bf16_input;  // activations rounded to bf16 for bf16 GEMMs
+  Q8Activations q8_input;                   // activations quantized for Q8_0 weights
 
   // Memory objects and argument maps for each primitive this session has run,
   // built once and re-pointed at each call's buffers, so a warm forward pass
@@ -27,7 +29,7 @@ struct Scratch::Impl {
     dnnl::memory src, dst, pad;
     std::unordered_map<int, dnnl::memory> args;
   };
-  std::unordered_map<const void*, Bound> bound;  // key: the cached primitive
+  std::unordered_map<std::uint64_t, Bound> bound;  // key: the cached primitive's id
 };
 
 }  // namespace skim::kernels

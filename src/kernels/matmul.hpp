@@ -20,8 +20,17 @@ enum class Epilogue {
 
 // How the packed weights are stored. bf16 halves the bytes a GEMM streams
 // (decoding is bound by them) and runs on AVX-512 BF16 units; activations are
-// rounded to bf16 on the way in, accumulation and outputs stay f32.
-enum class WeightPrecision { f32, bf16 };
+// rounded to bf16 on the way in, accumulation and outputs stay f32. q8_0 is
+// GGUF's Q8_0 (q8_0.hpp): about a quarter of f32's bytes, int8 arithmetic on
+// activations quantized per block of 32, f32 outputs.
+enum class WeightPrecision { f32, bf16, q8_0 };
+
+// What a one-row call runs. oneDNN sums k in blocks whose size it picks per
+// shape (one block up to k = 384, then 512 or 1024 here), so a row has the
+// same bits alone as in a batch only if one-row calls run oneDNN too. The
+// streaming kernel (gemv.hpp) sums k in one chain and streams the weights at
+// about twice the rate: for decoding, where one row is the common case.
+enum class OneRowPath { same_as_batch, streaming };
 
 // y[rows, out] = epilogue(x[rows, in] · Wᵀ + b), W given as [out, in] (the
 // PyTorch / Hugging Face layout). The weights are reordered once, at
@@ -33,7 +42,12 @@ class Linear {
  public:
   Linear(const Backend& backend, std::span<const float> weight_out_in,
          std::span<const float> bias, int in, int out, Epilogue epilogue,
-         WeightPrecision precision = WeightPrecision::f32);
+         WeightPrecision precision = WeightPrecision::f32, OneRowPath one_row = OneRowPath::same_as_batch);
+  // From GGUF Q8_0 data of the [out, in] matrix (in a multiple of 32), kept
+  // as it is: precision() is q8_0. Where the CPU lacks AVX-512 VNNI, the
+  // values are dequantized and run as f32.
+  Linear(const Backend& backend, std::span<const std::byte> q8_0_blocks, std::span<const float> bias, int in,
+         int out, Epilogue epilogue);
   ~Linear();
   Linear(Linear&&) noexcept;
   Linear& operator=(Linear&&) noexcept;
@@ -57,6 +71,8 @@ class Linear {
   struct Impl;
 
  private:
+  void set_bias(std::span<const float> bias);
+  void pack_for_onednn(std::span<const float> weight_out_in, OneRowPath one_row);
   int in_ = 0, out_ = 0;
   Epilogue epilogue_ = Epilogue::none;
   WeightPrecision precision_ = WeightPrecision::f32;

@@ -278,10 +278,30 @@ TEST(Decoder, Q8_0GgufMatchesItsDequantizedF32Twin) {
   EXPECT_GT(quantized, 20);
   skim::format::write_gguf(dir / "q8.gguf", metadata, q8);
   skim::format::write_gguf(dir / "f32.gguf", metadata, f32);
-  auto from_q8 = skim::Engine::open(dir / "q8.gguf", skim::Options().threads(1));
-  auto from_f32 = skim::Engine::open(dir / "f32.gguf", skim::Options().threads(1));
-  const auto a = from_q8->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
-  const auto b = from_f32->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
+  // Widened to f32 (an exact conversion), the Q8_0 file is its f32 twin.
+  auto widened = skim::Engine::open(dir / "q8.gguf", skim::Options().threads(1).weight_precision(skim::WeightPrecision::f32));
+  auto twin = skim::Engine::open(dir / "f32.gguf", skim::Options().threads(1));
+  const auto b = twin->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
+  EXPECT_EQ(widened->generate("Once upon a time", skim::GenerateOptions().max_tokens(64)).tokens, b.tokens);
+  EXPECT_FALSE(b.text.empty());
+
+  // By default Q8_0 stays Q8_0 and runs in int8 with activations quantized
+  // per 32 values, as llama.cpp runs it: not bit-identical, but the story
+  // is the same and the likelihood of real text within a percent.
+  auto as_stored = skim::Engine::open(dir / "q8.gguf", skim::Options().threads(2));
+  const auto a = as_stored->generate("Once upon a time", skim::GenerateOptions().max_tokens(64));
   EXPECT_EQ(a.tokens, b.tokens);
-  EXPECT_FALSE(a.text.empty());
+  // The opening of a TinyStories validation story (Eldan & Li 2023,
+  // CDLA-Sharing-1.0; see tests/data/README.md).
+  const std::string text =
+      "Once upon a time, in a big forest, there lived a rhinoceros named Roxy. Roxy loved to climb. She climbed "
+      "trees, rocks, and hills. One day, Roxy found an icy hill. She had never seen anything like it before. It "
+      "was shiny and cold, and she wanted to climb it.";
+  auto q8_session = as_stored->session();
+  auto f32_session = twin->session();
+  const auto nll_q8 = q8_session.score(text), nll_f32 = f32_session.score(text);
+  ASSERT_EQ(nll_q8.tokens, nll_f32.tokens);
+  EXPECT_NEAR(nll_q8.negative_log_likelihood, nll_f32.negative_log_likelihood,
+              0.01 * nll_f32.negative_log_likelihood);
+  EXPECT_NE(nll_q8.negative_log_likelihood, nll_f32.negative_log_likelihood);  // int8 really ran
 }

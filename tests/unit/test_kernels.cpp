@@ -41,7 +41,7 @@ std::vector<double> reference_linear(const std::vector<float>& x, std::size_t ld
 class LinearTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
-  const int rows = GetParam(), in = 96, out = 80;
+  const int rows = GetParam(), in = 97, out = 80;  // a partial k block and a partial column block
   Backend backend;
   Scratch scratch(backend);
   const std::size_t ld_x = in + 16, ld_y = out + 8;  // strided slices of wider buffers
@@ -49,8 +49,16 @@ TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
   auto b = random_vector(out, 2);
   auto x = random_vector(Linear::padded_rows(rows) * ld_x, 3);  // room for the padded row bucket
   auto ref = reference_linear(x, ld_x, w, b, rows, in, out);
-  for (Epilogue e : {Epilogue::none, Epilogue::gelu_erf, Epilogue::add_to_output, Epilogue::tanh}) {
-    Linear linear(backend, w, b, in, out, e);
+  for (auto [e, path] : {std::pair{Epilogue::none, OneRowPath::same_as_batch},
+                         {Epilogue::gelu_erf, OneRowPath::same_as_batch},
+                         {Epilogue::add_to_output, OneRowPath::same_as_batch},
+                         {Epilogue::tanh, OneRowPath::same_as_batch},
+                         {Epilogue::none, OneRowPath::streaming},
+                         {Epilogue::gelu_erf, OneRowPath::streaming},
+                         {Epilogue::add_to_output, OneRowPath::streaming},
+                         {Epilogue::tanh, OneRowPath::streaming}}) {
+    SCOPED_TRACE(static_cast<int>(path));
+    Linear linear(backend, w, b, in, out, e, WeightPrecision::f32, path);
     auto y = random_vector(Linear::padded_rows(rows) * ld_y, 4);
     const auto before = y;
     linear(x.data(), ld_x, y.data(), ld_y, rows, scratch);
@@ -69,20 +77,43 @@ TEST_P(LinearTest, MatchesReferenceForEveryEpilogue) {
 }
 
 TEST_P(LinearTest, Bf16WeightsStayWithinBf16Rounding) {
-  const int rows = GetParam(), in = 96, out = 80;
+  const int rows = GetParam(), in = 97, out = 80;
   Backend backend;
   Scratch scratch(backend);
   auto w = random_vector(static_cast<std::size_t>(in) * out, 1, 0.1f);
   auto b = random_vector(out, 2);
   auto x = random_vector(Linear::padded_rows(rows) * in, 3);
   auto ref = reference_linear(x, in, w, b, rows, in, out);
-  Linear linear(backend, w, b, in, out, Epilogue::none, WeightPrecision::bf16);
-  std::vector<float> y(Linear::padded_rows(rows) * out);
-  linear(x.data(), y.data(), rows, scratch);
-  // Each product carries two bf16 roundings (2^-8 relative each); the sum of
-  // 96 terms of size ~0.1 stays within a few 1e-2.
-  for (int r = 0; r < rows; ++r)
-    for (int o = 0; o < out; ++o) ASSERT_NEAR(y[r * out + o], ref[r * out + o], 3e-2) << r << "," << o;
+  for (auto path : {OneRowPath::same_as_batch, OneRowPath::streaming}) {
+    Linear linear(backend, w, b, in, out, Epilogue::none, WeightPrecision::bf16, path);
+    std::vector<float> y(Linear::padded_rows(rows) * out);
+    linear(x.data(), y.data(), rows, scratch);
+    // Each product carries two bf16 roundings (2^-8 relative each); the sum of
+    // 97 terms of size ~0.1 stays within a few 1e-2.
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < out; ++o) ASSERT_NEAR(y[r * out + o], ref[r * out + o], 3e-2) << r << "," << o;
+  }
+}
+
+// The streaming one-row kernel sums k in one chain; oneDNN blocks k. Both are
+// f32 sums of the same products, so they agree to rounding, and a session's
+// scratch keeps working across Linears created and destroyed under it (its
+// bindings once keyed on addresses a new primitive could reuse).
+TEST(Linear, StreamingOneRowAgreesWithTheBatchedGemm) {
+  Backend backend;
+  Scratch scratch(backend);
+  for (int round = 0; round < 4; ++round)
+    for (auto precision : {WeightPrecision::f32, WeightPrecision::bf16}) {
+      const int in = 768, out = 1000;  // 3 MB of f32 weights: the huge-page path
+      auto w = random_vector(static_cast<std::size_t>(in) * out, 10 + round, 0.05f);
+      auto b = random_vector(out, 20 + round);
+      auto x = random_vector(Linear::padded_rows(20) * in, 30 + round);
+      Linear linear(backend, w, b, in, out, Epilogue::add_to_output, precision, OneRowPath::streaming);
+      std::vector<float> batch(Linear::padded_rows(20) * out, 1.f), one(out, 1.f);
+      linear(x.data(), batch.data(), 20, scratch);
+      linear(x.data() + 7 * in, one.data(), 1, scratch);
+      for (int o = 0; o < out; ++o) ASSERT_NEAR(one[o], batch[7 * out + o], 2e-5 * (1 + std::abs(batch[7 * out + o])));
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(RowCounts, LinearTest, ::testing::Values(1, 7, 8, 13, 64, 130));
