@@ -1,13 +1,18 @@
-// skim-calibrate: fit the meaning-first router of a classification model.
-//   skim-calibrate --model DIR --train TRAIN --calib CALIB [--split-train S]
+// skim-calibrate: fit the meaning-first router and/or Mixture-of-Depths token
+// routers of a classification model.
+//   skim-calibrate --model DIR [--train TRAIN] --calib CALIB [--split-train S]
 //                  [--split-calib S] [--epsilon E] [--delta D]
 //                  [--risk selective|joint] [--per-label] [--rules FILE]
-//                  [--never-cache LABEL ...] [--distill FILE] [--out DIR] [--threads N]
-// Trains the n-gram proposer on TRAIN, runs the transformer on CALIB,
-// certifies the gate and writes skim.json + skim.safetensors into the model
-// directory (or --out). Data: TSV text<TAB>label or CLINC150 JSON (--split
-// picks the part of both files, or --split-train / --split-calib each). Any
-// error: one line on stderr, exit code 2.
+//                  [--never-cache LABEL ...] [--distill FILE]
+//                  [--mod-capacity C | --mod-flops F] [--mod-layers L,L,...]
+//                  [--out DIR] [--threads N]
+// With --mod-capacity / --mod-flops, first fits token routers on CALIB's
+// texts (forward passes only). With --train, trains the n-gram proposer on
+// TRAIN, runs the transformer (routed, if so) on CALIB and certifies the
+// gate. Writes skim.json + skim.safetensors into the model directory (or
+// --out). Data: TSV text<TAB>label or CLINC150 JSON (--split picks the part
+// of both files, or --split-train / --split-calib each). Any error: one line
+// on stderr, exit code 2.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <algorithm>
@@ -22,11 +27,13 @@ int main(int argc, char** argv) {
   CLI::App app{"Calibrate the meaning-first router of a skim classification model"};
   std::string model, train, calib, split, split_train, split_calib, rules, out, distill, risk = "selective";
   std::vector<std::string> never_cache;
-  double epsilon = 0.01, delta = 0.05;
+  double epsilon = 0.01, delta = 0.05, mod_capacity = 0, mod_flops = 0;
+  std::vector<int> mod_layers;
   int threads = 0;
   bool per_label = false;
   app.add_option("--model", model, "model directory")->required();
-  app.add_option("--train", train, "proposer training data (TSV text<TAB>label or CLINC150 JSON)")->required();
+  app.add_option("--train", train,
+                 "proposer training data (TSV text<TAB>label or CLINC150 JSON); without it, only MoD routers are fitted");
   app.add_option("--calib", calib, "calibration data, drawn like production traffic")->required();
   app.add_option("--split", split, "CLINC150 JSON: the part of --train and --calib (train, val, test)");
   app.add_option("--split-train", split_train, "CLINC150 JSON: the part of --train (default train)");
@@ -40,6 +47,12 @@ int main(int argc, char** argv) {
   app.add_option("--never-cache", never_cache, "labels the answer cache must never hold");
   app.add_option("--distill", distill,
                  "unlabeled utterances (one per line) the transformer labels for the proposer to train on too");
+  auto* capacity_option = app.add_option(
+      "--mod-capacity", mod_capacity, "MoD: average share of tokens the routed blocks process, in (0, 1]");
+  app.add_option("--mod-flops", mod_flops, "MoD: share of the encoder's dense FLOPs to execute, in (0, 1]")
+      ->excludes(capacity_option);
+  app.add_option("--mod-layers", mod_layers, "MoD: blocks that may be routed (default: all but the first two and the last)")
+      ->delimiter(',');
   app.add_option("--out", out, "where to write skim.json and skim.safetensors (default: --model)");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   try {
@@ -66,13 +79,29 @@ int main(int argc, char** argv) {
     if (!rules.empty()) options.rules(rules);
     if (!out.empty()) options.out(out);
     if (!distill.empty()) options.distill(distill);
+    if (mod_capacity != 0) options.mod_capacity(mod_capacity);
+    if (mod_flops != 0) options.mod_flops(mod_flops);
+    if (!mod_layers.empty()) options.mod_layers(mod_layers);
+    if (train.empty() && !options.fits_mod())
+      throw skim::Error(skim::ErrorCode::invalid_argument, "--train is required unless MoD routers are fitted (--mod-capacity or --mod-flops)");
     auto pick = [&](const std::string& one, const std::string& fallback) { return one.empty() ? split.empty() ? fallback : split : one; };
-    const auto train_rows = skim::read_labelled(train, pick(split_train, "train"));
+    const auto train_rows =
+        train.empty() ? std::vector<skim::LabelledText>{} : skim::read_labelled(train, pick(split_train, "train"));
     const auto calib_rows = skim::read_labelled(calib, pick(split_calib, "val"));
     std::cerr << "skim-calibrate: " << train_rows.size() << " training rows, " << calib_rows.size()
               << " calibration rows\n";
     const skim::CalibrationReport r = skim::calibrate(model, train_rows, calib_rows, options);
     const auto& c = r.certificate;
+    if (options.fits_mod()) {
+      std::printf("mod: %zu routed blocks:", r.mod_layers.size());
+      for (std::size_t i = 0; i < r.mod_layers.size(); ++i) std::printf(" layer %d at %.3f", r.mod_layers[i], r.mod_capacities[i]);
+      std::printf("; on the calibration texts: %.1f%% of the encoder's dense FLOPs, argmax agreement with dense %.4f (%.1f s)\n",
+                  100 * r.mod_flops_share, r.mod_agreement, r.mod_seconds);
+    }
+    if (!r.has_proposer) {
+      std::printf("wrote %s and %s\n", r.skim_json.string().c_str(), r.skim_safetensors.string().c_str());
+      return 0;
+    }
     if (r.distill_rows) std::printf("distillation: the transformer labelled %zu utterances\n", r.distill_rows);
     std::printf("proposer: trained on %zu rows in %.2f s; accuracy on calibration labels %.4f (transformer %.4f), "
                 "agreement with the transformer %.4f\n",

@@ -1,7 +1,11 @@
 // skim-eval: run a labelled set through a skim model and report quality next
 // to cost, against the transformer alone on the same inputs, in one run.
 //   skim-eval --model DIR --data FILE [--split S] [--no-router] [--threads N]
-//             [--shadow-rate P]
+//             [--shadow-rate P] [--mod on|off] [--mod-capacity C]
+//             [--mod-router learned|oracle|random]
+// "transformer" is the model as configured: with Mixture-of-Depths routers in
+// the package (and --mod on), routed; transformer_flops and
+// transformer_dense_flops are what its calls executed and would have dense.
 // Prints one JSON object. Any error: one line on stderr, exit code 2.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -68,7 +72,8 @@ int main(int argc, char** argv) {
   std::string model, data, split;
   int threads = 0;
   bool no_router = false;
-  double shadow_rate = 0.05;
+  double shadow_rate = 0.05, mod_capacity = 0;
+  std::string mod = "on", mod_router = "learned";
   app.add_option("--model", model, "model directory")->required();
   app.add_option("--data", data, "labelled data: TSV text<TAB>label, or CLINC150 JSON")->required();
   app.add_option("--split", split, "part of a CLINC150 JSON file (train, val, test)");
@@ -76,6 +81,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-router", no_router, "transformer only (the router's fields are then omitted)");
   app.add_option("--shadow-rate", shadow_rate, "share of accepted proposals also run through the transformer")
       ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--mod", mod, "Mixture-of-Depths routing from the package: on (default) or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--mod-capacity", mod_capacity, "one capacity in (0, 1] for every routed block");
+  app.add_option("--mod-router", mod_router, "how routed blocks score tokens: learned, oracle (upper bound), random")
+      ->check(CLI::IsMember({"learned", "oracle", "random"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -86,8 +96,16 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (app.count("--mod-capacity") && !(mod_capacity > 0 && mod_capacity <= 1))
+      throw skim::Error(skim::ErrorCode::invalid_argument,
+                        "--mod-capacity " + std::to_string(mod_capacity) + " is outside (0, 1]");
     const auto rows = skim::read_labelled(data, split);
-    auto dense = skim::Engine::open(model, skim::Options().threads(threads).router(false));
+    skim::Options options;
+    options.threads(threads).mod(mod == "on").mod_capacity(mod_capacity);
+    options.mod_router(mod_router == "oracle"   ? skim::ModRouter::oracle
+                       : mod_router == "random" ? skim::ModRouter::random
+                                                : skim::ModRouter::learned);
+    auto dense = skim::Engine::open(model, skim::Options(options).router(false));
     const auto& labels = dense->info().labels;
     for (std::size_t i = 0; i < rows.size(); ++i)
       if (std::find(labels.begin(), labels.end(), rows[i].label) == labels.end())
@@ -98,20 +116,30 @@ int main(int argc, char** argv) {
     nlohmann::json out = {{"model", model}, {"data", data}, {"n", rows.size()}, {"threads", threads}};
     if (!split.empty()) out["split"] = split;
     add_quality(out, "transformer_", rows, transformer.answers);
-    double t_flops = 0;
-    for (const auto& a : transformer.answers) t_flops += a.cost.flops;
+    double t_flops = 0, t_dense = 0;
+    for (const auto& a : transformer.answers) t_flops += a.cost.flops, t_dense += a.cost.dense_flops;
     out["transformer_flops"] = t_flops;
+    out["transformer_dense_flops"] = t_dense;
     out["transformer_only_seconds"] = transformer.seconds;
+    const auto& blocks = dense->info().mod_blocks;
+    if (blocks.empty()) {
+      out["mod"] = nullptr;
+    } else {
+      nlohmann::json layers = nlohmann::json::array();
+      for (const auto& b : blocks) layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}});
+      out["mod"] = {{"router", mod_router}, {"layers", layers}};
+    }
 
     if (no_router) {
       add_quality(out, "", rows, transformer.answers);
       out["router"] = "off";
       out["transformer_calls"] = rows.size();
       out["call_rate"] = 1.0;
-      out["flops"] = out["dense_flops"] = t_flops;
+      out["flops"] = t_flops;
+      out["dense_flops"] = t_dense;
       out["seconds"] = transformer.seconds;
     } else {
-      auto routed_engine = skim::Engine::open(model, skim::Options().threads(threads).shadow_rate(shadow_rate));
+      auto routed_engine = skim::Engine::open(model, skim::Options(options).shadow_rate(shadow_rate));
       const Run routed = run(*routed_engine, rows);
       add_quality(out, "", rows, routed.answers);
       std::map<std::string, std::size_t> routes;

@@ -1,6 +1,7 @@
 #pragma once
-// Offline fitting of the meaning-first router: train the n-gram proposer,
-// run the transformer on calibration data, certify the gate, and write the
+// Offline fitting, from forward passes and data alone: the meaning-first
+// router (train the n-gram proposer, run the transformer on calibration
+// data, certify the gate) and Mixture-of-Depths token routers, written as the
 // model package (skim.json + skim.safetensors) the Engine then loads.
 #include <cstdint>
 #include <filesystem>
@@ -34,6 +35,13 @@ class CalibrateOptions {
   // proposer to train on beside TRAIN: it learns where the transformer's
   // answers go, which is what the gate measures it against.
   CalibrateOptions& distill(std::filesystem::path file) { distill_ = std::move(file); return *this; }
+  // Mixture-of-Depths: fit token routers on the calibration texts so that
+  // routed blocks process on average this share of each text's tokens, or
+  // so that the encoder executes this share of its dense FLOPs. (0, 1].
+  CalibrateOptions& mod_capacity(double c);
+  CalibrateOptions& mod_flops(double share);
+  // Blocks the routers may route (default: all but the first two and the last).
+  CalibrateOptions& mod_layers(std::vector<int> layers) { mod_layers_ = std::move(layers); return *this; }
   // Where to write skim.json and skim.safetensors (default: the model directory).
   CalibrateOptions& out(std::filesystem::path dir) { out_ = std::move(dir); return *this; }
   CalibrateOptions& threads(int n) { threads_ = n; return *this; }
@@ -58,6 +66,10 @@ class CalibrateOptions {
   int ngram_epochs() const noexcept { return ngram_epochs_; }
   std::uint64_t seed() const noexcept { return seed_; }
   const ProgressCallback& progress() const noexcept { return progress_; }
+  double mod_capacity() const noexcept { return mod_capacity_; }
+  double mod_flops() const noexcept { return mod_flops_; }
+  const std::vector<int>& mod_layers() const noexcept { return mod_layers_; }
+  bool fits_mod() const noexcept { return mod_capacity_ > 0 || mod_flops_ > 0; }
 
  private:
   double epsilon_ = 0.01;
@@ -74,6 +86,9 @@ class CalibrateOptions {
   int ngram_epochs_ = 0;
   std::uint64_t seed_ = 0;
   ProgressCallback progress_;
+  double mod_capacity_ = 0;
+  double mod_flops_ = 0;
+  std::vector<int> mod_layers_;
 };
 
 struct CalibrationReport {
@@ -89,12 +104,23 @@ struct CalibrationReport {
   double transformer_accuracy = 0;         // on the calibration labels
   double agreement = 0;                    // proposer vs transformer, all calibration rows
   double transformer_seconds = 0;
+  // Mixture-of-Depths, when fitted: routed blocks and their capacities, the
+  // executed share of the encoder's dense FLOPs and the argmax agreement with
+  // the dense model on the calibration texts.
+  bool has_proposer = false;
+  std::vector<int> mod_layers;
+  std::vector<double> mod_capacities;
+  double mod_flops_share = 1;
+  double mod_agreement = 1;
+  double mod_seconds = 0;
 };
 
-// Trains the proposer on `train`, runs the model at `model_dir` on
-// `calibration`, certifies the gate and writes the package. Throws
-// skim::Error for labels the model does not know (naming the row), an empty
-// set, ε or δ outside (0, 1), or a bad rules file.
+// With MoD asked for, first fits the token routers on `calibration`'s texts.
+// Then, unless `train` is empty (MoD alone), trains the proposer on `train`,
+// runs the model (with its new routing) on `calibration`, and certifies the
+// gate. Writes the package. Throws skim::Error for labels the model does not
+// know (naming the row), an empty set, ε or δ outside (0, 1), a MoD target
+// outside (0, 1], too few calibration tokens, or a bad rules file.
 CalibrationReport calibrate(const std::filesystem::path& model_dir, std::span<const LabelledText> train,
                             std::span<const LabelledText> calibration, const CalibrateOptions& options = {});
 

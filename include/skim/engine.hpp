@@ -55,6 +55,13 @@ struct ModelInfo {
   std::size_t max_sequence_length = 0;  // effective limit (Options or model)
   std::vector<std::string> labels;      // id2label; empty for a bare encoder
   std::string pooling;                  // "cls" or "mean"
+  // Mixture-of-Depths blocks in force (empty: every block runs every token),
+  // with the capacity each runs at (Options::mod_capacity applied).
+  struct RoutedBlock {
+    int layer = 0;
+    double capacity = 1;
+  };
+  std::vector<RoutedBlock> mod_blocks;
 };
 
 // An opened model: weights mapped and packed once, immutable afterwards, so a

@@ -16,6 +16,12 @@ namespace skim {
 //        VNNI), as llama.cpp computes Q8_0. Without VNNI the values run as f32.
 enum class WeightPrecision { automatic, f32, bf16, q8_0 };
 
+// How Mixture-of-Depths blocks score tokens: the fitted routers; the oracle
+// (each block's true contribution ‖f(x)‖/‖x‖, measured by running the block
+// on every token first: the upper bound on quality, for evaluation only, it
+// saves nothing); random (the floor).
+enum class ModRouter { learned, oracle, random };
+
 // How an Engine runs. Fluent: Options().threads(2).max_sequence_length(128).
 class Options {
  public:
@@ -54,6 +60,19 @@ class Options {
   Options& alarm_level(double alpha);
   double alarm_level() const noexcept { return alarm_level_; }
 
+  // Mixture-of-Depths token routing (skim-calibrate --mod-capacity writes the
+  // routers into skim.json): in a routed block only the best-scored share of
+  // each text's tokens runs the block. On by default when the package has
+  // routers; off runs every block on every token.
+  Options& mod(bool on) { mod_ = on; return *this; }
+  bool mod() const noexcept { return mod_; }
+  // One capacity in (0, 1] for every routed block instead of the package's
+  // own; 0 (the default) keeps the package's.
+  Options& mod_capacity(double capacity);
+  double mod_capacity() const noexcept { return mod_capacity_; }
+  Options& mod_router(ModRouter r) { mod_router_ = r; return *this; }
+  ModRouter mod_router() const noexcept { return mod_router_; }
+
   // Byte budget of the answer cache (LRU); 0 turns the cache off.
   Options& cache_bytes(std::size_t bytes) { cache_bytes_ = bytes; return *this; }
   std::size_t cache_bytes() const noexcept { return cache_bytes_; }
@@ -66,6 +85,9 @@ class Options {
  private:
   std::string tokenizer_;
   bool router_ = true;
+  bool mod_ = true;
+  double mod_capacity_ = 0;
+  ModRouter mod_router_ = ModRouter::learned;
   double shadow_rate_ = 0.05;
   double alarm_level_ = 0.01;
   std::size_t cache_bytes_ = 16u << 20;

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "calibrate/mod_fit.hpp"
 #include "engine/router.hpp"
 #include "format/content_hash.hpp"
 #include "gate/certificate.hpp"
@@ -30,6 +31,21 @@ CalibrateOptions& CalibrateOptions::epsilon(double e) {
 CalibrateOptions& CalibrateOptions::delta(double d) {
   if (!(d > 0 && d < 1)) throw Error(ErrorCode::invalid_argument, "delta " + std::to_string(d) + " is outside (0, 1)");
   delta_ = d;
+  return *this;
+}
+
+CalibrateOptions& CalibrateOptions::mod_capacity(double c) {
+  if (!(c > 0 && c <= 1)) throw Error(ErrorCode::invalid_argument, "MoD capacity " + std::to_string(c) + " is outside (0, 1]");
+  mod_capacity_ = c;
+  mod_flops_ = 0;
+  return *this;
+}
+
+CalibrateOptions& CalibrateOptions::mod_flops(double share) {
+  if (!(share > 0 && share <= 1))
+    throw Error(ErrorCode::invalid_argument, "MoD FLOPs share " + std::to_string(share) + " is outside (0, 1]");
+  mod_flops_ = share;
+  mod_capacity_ = 0;
   return *this;
 }
 
@@ -100,14 +116,59 @@ std::vector<std::string> read_lines(const fs::path& file) {
   return lines;
 }
 
+CalibrationReport write_and_report(const fs::path& model_dir, const CalibrateOptions& options,
+                                   const RouterPackage& package, CalibrationReport report) {
+  const fs::path out = options.out().empty() ? model_dir : options.out();
+  fs::create_directories(out);
+  write_package(out, package);
+  report.certificate = package.certificate;
+  report.skim_json = out / kPackageJson;
+  report.skim_safetensors = out / kPackageTensors;
+  spdlog::debug("skim-calibrate: wrote {} ({})", report.skim_json.string(),
+                report.certificate.certified ? "certified" : "uncertified");
+  return report;
+}
+
 }  // namespace
 
 CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledText> train,
                             std::span<const LabelledText> calibration, const CalibrateOptions& options) {
-  if (train.empty()) throw Error(ErrorCode::invalid_argument, "empty training set");
+  if (train.empty() && !options.fits_mod()) throw Error(ErrorCode::invalid_argument, "empty training set");
   if (calibration.empty()) throw Error(ErrorCode::invalid_argument, "empty calibration set");
-  auto engine = Engine::open(model_dir, Options().threads(options.threads()).router(false));
+  // Dense and without a router: an existing package must not shape what is fitted.
+  auto engine = Engine::open(model_dir, Options().threads(options.threads()).router(false).mod(false));
   const auto& labels = engine->info().labels;
+  const auto& progress = options.progress();
+  std::vector<std::string> calib_texts(calibration.size());
+  for (std::size_t i = 0; i < calibration.size(); ++i) calib_texts[i] = calibration[i].text;
+
+  CalibrationReport report;
+  report.calibration_rows = calibration.size();
+  RouterPackage package;
+  package.model_hash = model_content_hash(model_dir);
+  package.labels = labels;
+
+  // Token routers first: the transformer the gate is certified against is
+  // the one that runs, routing included.
+  if (options.fits_mod()) {
+    calibration::ModFitOptions mod;
+    mod.capacity = options.mod_capacity();
+    mod.flops_share = options.mod_flops();
+    mod.layers = options.mod_layers();
+    mod.progress = progress;
+    calibration::ModFit fit = calibration::fit_mod_routers(engine->impl(), calib_texts, mod);
+    for (const auto& b : fit.routing.blocks) {
+      report.mod_layers.push_back(b.layer);
+      report.mod_capacities.push_back(b.capacity);
+    }
+    report.mod_flops_share = fit.flops_share;
+    report.mod_agreement = fit.report.at("argmax_agreement").get<double>();
+    report.mod_seconds = fit.seconds;
+    package.mod = std::move(fit.routing);
+    package.mod_fit = std::move(fit.report);
+  }
+  if (train.empty()) return write_and_report(model_dir, options, package, report);
+
   if (labels.empty())
     throw Error(ErrorCode::model, model_dir.string() + ": the model has no classification labels (config has no id2label)");
   const std::vector<int> train_ids = label_ids(train, labels, "training");
@@ -115,15 +176,8 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
   for (const auto& label : options.never_cache())
     if (std::find(labels.begin(), labels.end(), label) == labels.end())
       throw Error(ErrorCode::invalid_argument, "never-cache label \"" + label + "\" is not one of the model's labels");
-  const auto& progress = options.progress();
-
-  CalibrationReport report;
   report.train_rows = train.size();
-  report.calibration_rows = calibration.size();
-
-  RouterPackage package;
-  package.model_hash = model_content_hash(model_dir);
-  package.labels = labels;
+  report.has_proposer = true;
   package.never_cache = options.never_cache();
   package.rules = read_rules(options.rules(), labels);
 
@@ -153,9 +207,14 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
 
   // The transformer's answers: the reference the certificate is about.
   start = Clock::now();
-  std::vector<std::string> calib_texts(calibration.size());
-  for (std::size_t i = 0; i < calibration.size(); ++i) calib_texts[i] = calibration[i].text;
-  const std::vector<int> transformer = transformer_labels(*engine, calib_texts, "calibration set", progress);
+  std::vector<int> transformer;
+  if (package.mod) {
+    const execute::mod::TokenRouting routing(*package.mod, execute::mod::Scorer::learned, 0, true);
+    const auto outputs = calibration::run_encoder_on(engine->impl(), calib_texts, &routing);
+    for (std::size_t i = 0; i < calib_texts.size(); ++i) transformer.push_back(outputs.argmax(i));
+  } else {
+    transformer = transformer_labels(*engine, calib_texts, "calibration set", progress);
+  }
   report.transformer_seconds = seconds_since(start);
 
   // Rows the rules answer are the user's word, not the proposer's: they are
@@ -205,15 +264,7 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
                          {"transformer_accuracy", report.transformer_accuracy},
                          {"agreement", report.agreement}};
 
-  const fs::path out = options.out().empty() ? model_dir : options.out();
-  fs::create_directories(out);
-  write_package(out, package);
-  report.certificate = package.certificate;
-  report.skim_json = out / kPackageJson;
-  report.skim_safetensors = out / kPackageTensors;
-  spdlog::debug("skim-calibrate: wrote {} ({})", report.skim_json.string(),
-                report.certificate.certified ? "certified" : "uncertified");
-  return report;
+  return write_and_report(model_dir, options, package, report);
 }
 
 }  // namespace skim

@@ -25,6 +25,16 @@ double dense_flops_for_length(const format::EncoderConfig& c, int n, bool head) 
   return total;
 }
 
+// The engine's MoD routing as its options ask (scorer, capacity override).
+// The first token always runs when a classifier reads it.
+execute::mod::TokenRouting token_routing(const Engine::Impl& engine) {
+  const auto scorer = engine.options.mod_router() == ModRouter::oracle   ? execute::mod::Scorer::oracle
+                      : engine.options.mod_router() == ModRouter::random ? execute::mod::Scorer::random
+                                                                         : execute::mod::Scorer::learned;
+  return execute::mod::TokenRouting(*engine.mod_routing, scorer, engine.options.mod_capacity(),
+                                    engine.encoder->has_classifier());
+}
+
 // Tokenizes `texts`, runs them in chunks of at most max_batch_rows tokens,
 // and calls emit(input index, sequence in batch, cost) while the workspace
 // holds that chunk's results (hidden states and, when `head`, logits).
@@ -53,7 +63,8 @@ void run_encoder(const Engine::Impl& engine, SessionState& state, std::span<cons
     const std::size_t first = next;
     while (next < texts.size() && batch.rows() + static_cast<int>(encodings[next].ids.size()) <= engine.max_batch_rows)
       batch.add(encodings[next++].ids);
-    execute::FlopCount flops = engine.encoder->encode(batch, *state.encoder_workspace);
+    execute::FlopCount flops = engine.mod_routing ? engine.encoder->encode(batch, *state.encoder_workspace, token_routing(engine))
+                                                  : engine.encoder->encode(batch, *state.encoder_workspace);
     if (head) flops += engine.encoder->classify_head(batch, *state.encoder_workspace);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     double dense_total = 0;

@@ -51,6 +51,8 @@ struct Engine::Impl {
   // The meaning-first router, when the model directory holds skim.json
   // (and Options::router is on). Internally synchronised.
   std::unique_ptr<Router> router;
+  // Mixture-of-Depths routers, when the package has them (and Options::mod is on).
+  std::optional<execute::mod::Routing> mod_routing;
 
   int max_sequence = 0;    // encoder: tokens per text, specials included
   int max_batch_rows = 0;  // tokens per forward pass (encoder batch, decoder prefill chunk)

@@ -71,12 +71,23 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
   info.labels = c.id2label;
   info.pooling = c.pooling;
 
-  if (impl.options.router() && fs::exists(dir / kPackageJson)) {
-    if (c.id2label.empty())
-      throw Error(ErrorCode::model, (dir / kPackageJson).string() + ": a router needs a classifier (config has no id2label)");
-    impl.router = std::make_unique<Router>(read_package(dir, c.id2label, model_content_hash(dir)), impl.options);
-    spdlog::debug("skim: router from {} ({})", (dir / kPackageJson).string(),
-                  impl.router->stats().certificate.certified ? "certified" : "uncertified");
+  const bool use_router = impl.options.router(), use_mod = impl.options.mod();
+  if ((use_router || use_mod) && fs::exists(dir / kPackageJson)) {
+    RouterPackage package =
+        read_package(dir, {c.id2label, model_content_hash(dir), c.num_hidden_layers, c.hidden_size});
+    if (use_mod && package.mod) {
+      impl.mod_routing = std::move(*package.mod);
+      for (const auto& b : impl.mod_routing->blocks)
+        info.mod_blocks.push_back({b.layer, impl.options.mod_capacity() > 0 ? impl.options.mod_capacity() : b.capacity});
+      spdlog::debug("skim: {} MoD-routed blocks from {}", impl.mod_routing->blocks.size(), (dir / kPackageJson).string());
+    }
+    if (use_router && package.proposer) {
+      if (c.id2label.empty())
+        throw Error(ErrorCode::model, (dir / kPackageJson).string() + ": a router needs a classifier (config has no id2label)");
+      impl.router = std::make_unique<Router>(std::move(package), impl.options);
+      spdlog::debug("skim: router from {} ({})", (dir / kPackageJson).string(),
+                    impl.router->stats().certificate.certified ? "certified" : "uncertified");
+    }
   }
 }
 

@@ -39,6 +39,14 @@ Options& Options::shadow_rate(double rate) {
   return *this;
 }
 
+Options& Options::mod_capacity(double capacity) {
+  if (!(capacity >= 0 && capacity <= 1))
+    throw Error(ErrorCode::invalid_argument,
+                "Options::mod_capacity: " + std::to_string(capacity) + " is outside (0, 1] (0 keeps the package's)");
+  mod_capacity_ = capacity;
+  return *this;
+}
+
 Options& Options::alarm_level(double alpha) {
   if (!(alpha > 0 && alpha < 1))
     throw Error(ErrorCode::invalid_argument, "Options::alarm_level: " + std::to_string(alpha) + " is outside (0, 1)");

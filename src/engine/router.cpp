@@ -119,32 +119,96 @@ std::string proposer_stack_version(const propose::NgramClassifier& proposer, con
   return proposer.version() + "+" + rules.version();
 }
 
-void write_package(const fs::path& dir, const RouterPackage& p) {
-  if (!p.proposer) throw Error(ErrorCode::internal, "write_package: no proposer");
-  const auto& arrays = p.proposer->arrays();
-  const auto meta = p.proposer->metadata();
-  const auto embeddings = to_f16_bits(arrays.embeddings);
-  const std::int64_t labels = static_cast<std::int64_t>(p.proposer->labels());
-  const std::int64_t buckets = meta.at("buckets").get<std::int64_t>(), dim = meta.at("dim").get<std::int64_t>();
-  format::write_safetensors(
-      dir / kPackageTensors,
-      {{"ngram.embeddings", format::DType::f16, {buckets, dim}, bytes_of(embeddings)},
-       {"ngram.output", format::DType::f32, {labels, dim}, bytes_of(arrays.output)},
-       {"ngram.bias", format::DType::f32, {labels}, bytes_of(arrays.bias)},
-       {"ngram.fingerprints", format::DType::u64, {static_cast<std::int64_t>(arrays.fingerprints.size())},
-        bytes_of(arrays.fingerprints)}},
-      {{"format", "skim-package"}});
+namespace {
 
+std::string mod_tensor_name(int layer) { return "mod.layer." + std::to_string(layer) + ".weight"; }
+
+nlohmann::json mod_json(const execute::mod::Routing& routing, const nlohmann::json& fit) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& b : routing.blocks)
+    layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}, {"bias", b.bias}});
+  return {{"semantics", "post_hoc"}, {"layers", layers}, {"fit", fit}};
+}
+
+// The "mod" section and its tensors, checked against the model's shape.
+execute::mod::Routing mod_from(const nlohmann::json& j, const format::TensorStore& store, const PackageModel& model,
+                               const std::string& where) {
+  execute::mod::Routing routing;
+  std::string field = "mod.semantics";
+  try {
+    const auto semantics = j.at("semantics").get<std::string>();
+    if (semantics != "post_hoc")
+      throw std::invalid_argument("\"" + semantics + "\" is not supported (this skim runs post_hoc)");
+    field = "mod.layers";
+    int previous = -1;
+    for (const auto& entry : j.at("layers")) {
+      execute::mod::BlockRouter b;
+      b.layer = entry.at("layer").get<int>();
+      b.capacity = entry.at("capacity").get<double>();
+      b.bias = entry.at("bias").get<float>();
+      field = "mod.layers[" + std::to_string(routing.blocks.size()) + "]";
+      if (b.layer < 0 || b.layer >= model.layers)
+        throw std::invalid_argument("layer " + std::to_string(b.layer) + " is outside the model's " +
+                                    std::to_string(model.layers) + " layers");
+      if (b.layer <= previous) throw std::invalid_argument("layers must be listed once each, ascending");
+      if (!(b.capacity > 0 && b.capacity <= 1))
+        throw std::invalid_argument("capacity " + std::to_string(b.capacity) + " is outside (0, 1]");
+      if (!std::isfinite(b.bias)) throw std::invalid_argument("bias is not finite");
+      previous = b.layer;
+      routing.blocks.push_back(std::move(b));
+      field = "mod.layers";
+    }
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
+  }
+  for (auto& b : routing.blocks) {
+    const auto& t = require_tensor(store, mod_tensor_name(b.layer), format::DType::f32);
+    if (t.shape != std::vector<std::int64_t>{model.hidden_size})
+      throw Error(ErrorCode::model, store.source() + ": tensor '" + t.name + "' has shape " + t.shape_string() +
+                                        ", the model's hidden size is " + std::to_string(model.hidden_size));
+    b.weight = format::to_f32(t);
+    for (float w : b.weight)
+      if (!std::isfinite(w)) throw Error(ErrorCode::format, store.source() + ": tensor '" + t.name + "' is not finite");
+  }
+  return routing;
+}
+
+}  // namespace
+
+void write_package(const fs::path& dir, const RouterPackage& p) {
+  if (!p.proposer && !p.mod) throw Error(ErrorCode::internal, "write_package: neither a proposer nor MoD routers");
+  std::vector<std::vector<std::uint16_t>> f16_storage;
+  f16_storage.reserve(1);  // the tensors below point into it
+  std::vector<format::TensorToWrite> tensors;
   nlohmann::json j = {{"format", "skim-package"},
                       {"format_version", kPackageFormatVersion},
                       {"model_hash", p.model_hash},
-                      {"labels", p.labels},
-                      {"proposer", meta},
-                      {"proposer_version", p.proposer->version()},
-                      {"rules", p.rules.to_json()},
-                      {"never_cache", p.never_cache},
-                      {"certificate", certificate_json(p.certificate)},
-                      {"calibration", p.calibration}};
+                      {"labels", p.labels}};
+  if (p.proposer) {
+    const auto& arrays = p.proposer->arrays();
+    const auto meta = p.proposer->metadata();
+    const auto& embeddings = f16_storage.emplace_back(to_f16_bits(arrays.embeddings));
+    const std::int64_t labels = static_cast<std::int64_t>(p.proposer->labels());
+    const std::int64_t buckets = meta.at("buckets").get<std::int64_t>(), dim = meta.at("dim").get<std::int64_t>();
+    tensors.push_back({"ngram.embeddings", format::DType::f16, {buckets, dim}, bytes_of(embeddings)});
+    tensors.push_back({"ngram.output", format::DType::f32, {labels, dim}, bytes_of(arrays.output)});
+    tensors.push_back({"ngram.bias", format::DType::f32, {labels}, bytes_of(arrays.bias)});
+    tensors.push_back({"ngram.fingerprints", format::DType::u64, {static_cast<std::int64_t>(arrays.fingerprints.size())},
+                       bytes_of(arrays.fingerprints)});
+    j["proposer"] = meta;
+    j["proposer_version"] = p.proposer->version();
+    j["rules"] = p.rules.to_json();
+    j["never_cache"] = p.never_cache;
+    j["certificate"] = certificate_json(p.certificate);
+    j["calibration"] = p.calibration;
+  }
+  if (p.mod) {
+    for (const auto& b : p.mod->blocks)
+      tensors.push_back({mod_tensor_name(b.layer), format::DType::f32, {static_cast<std::int64_t>(b.weight.size())},
+                         bytes_of(b.weight)});
+    j["mod"] = mod_json(*p.mod, p.mod_fit);
+  }
+  format::write_safetensors(dir / kPackageTensors, tensors, {{"format", "skim-package"}});
   const std::string text = j.dump(1) + "\n";
   const fs::path path = dir / kPackageJson;
   format::TemporaryFile file(format::temporary_path_for(path));
@@ -153,7 +217,7 @@ void write_package(const fs::path& dir, const RouterPackage& p) {
   file.commit(path.string());
 }
 
-RouterPackage read_package(const fs::path& dir, std::span<const std::string> model_labels, const std::string& model_hash) {
+RouterPackage read_package(const fs::path& dir, const PackageModel& model) {
   const fs::path json_path = dir / kPackageJson;
   const std::string where = json_path.string();
   std::ifstream in(json_path);
@@ -172,20 +236,34 @@ RouterPackage read_package(const fs::path& dir, std::span<const std::string> mod
     p.model_hash = j.at("model_hash").get<std::string>();
     field = "labels";
     p.labels = j.at("labels").get<std::vector<std::string>>();
-    field = "never_cache";
-    p.never_cache = j.at("never_cache").get<std::vector<std::string>>();
-    field = "certificate";
-    p.certificate = certificate_from(j.at("certificate"));
-    field = "calibration";
-    p.calibration = j.value("calibration", nlohmann::json::object());
+    if (j.contains("proposer")) {
+      field = "never_cache";
+      p.never_cache = j.at("never_cache").get<std::vector<std::string>>();
+      field = "certificate";
+      p.certificate = certificate_from(j.at("certificate"));
+      field = "calibration";
+      p.calibration = j.value("calibration", nlohmann::json::object());
+    } else if (!j.contains("mod")) {
+      field = "proposer";
+      throw std::invalid_argument("missing: the package holds neither a proposer nor MoD routers");
+    }
   } catch (const std::exception& e) {
     throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
   }
-  if (p.model_hash != model_hash)
+  if (p.model_hash != model.hash)
     throw Error(ErrorCode::model, where + " was made for another model (model hash " + p.model_hash + ", this model's is " +
-                                      model_hash + "): rerun skim-calibrate for this model");
-  if (!std::equal(p.labels.begin(), p.labels.end(), model_labels.begin(), model_labels.end()))
+                                      model.hash + "): rerun skim-calibrate for this model");
+  if (!std::equal(p.labels.begin(), p.labels.end(), model.labels.begin(), model.labels.end()))
     throw Error(ErrorCode::model, where + ": its labels differ from the model's id2label");
+
+  const fs::path tensors_path = dir / kPackageTensors;
+  auto store = format::TensorStore::open_file(tensors_path);
+  if (j.contains("mod")) {
+    p.mod = mod_from(j["mod"], store, model, where);
+    p.mod_fit = j["mod"].value("fit", nlohmann::json::object());
+  }
+  if (!j.contains("proposer")) return p;
+
   for (const auto& label : p.never_cache)
     if (std::find(p.labels.begin(), p.labels.end(), label) == p.labels.end())
       throw Error(ErrorCode::format, where + ": never_cache label \"" + label + "\" is not one of the model's labels");
@@ -195,15 +273,11 @@ RouterPackage read_package(const fs::path& dir, std::span<const std::string> mod
   } catch (const Error& e) {
     throw Error(e.code(), where + ": rules: " + e.what());
   }
-
-  const fs::path tensors_path = dir / kPackageTensors;
-  auto store = format::TensorStore::open_file(tensors_path);
   propose::NgramArrays arrays;
   arrays.embeddings = format::to_f32(require_tensor(store, "ngram.embeddings", format::DType::f16));
   arrays.output = format::to_f32(require_tensor(store, "ngram.output", format::DType::f32));
   arrays.bias = format::to_f32(require_tensor(store, "ngram.bias", format::DType::f32));
   arrays.fingerprints = u64_values(require_tensor(store, "ngram.fingerprints", format::DType::u64));
-  if (!j.contains("proposer")) throw Error(ErrorCode::format, where + ": no field \"proposer\"");
   try {
     p.proposer.emplace(std::move(arrays), j["proposer"]);
   } catch (const Error& e) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "execute/mod/token_routing.hpp"
 #include "gate/monitor.hpp"
 #include "propose/ngram.hpp"
 #include "propose/response_cache.hpp"
@@ -19,10 +20,13 @@
 
 namespace skim {
 
-// What skim.json and skim.safetensors hold.
+// What skim.json and skim.safetensors hold: the meaning-first router (when
+// a proposer is present), Mixture-of-Depths routers (when fitted), or both.
 struct RouterPackage {
   std::string model_hash;           // model_content_hash of the model it was calibrated for
   std::vector<std::string> labels;  // the model's id2label
+  std::optional<execute::mod::Routing> mod;
+  nlohmann::json mod_fit = nlohmann::json::object();  // how the MoD routers were fitted
   std::optional<propose::NgramClassifier> proposer;
   propose::RuleSet rules;
   std::vector<std::string> never_cache;
@@ -41,12 +45,17 @@ std::string proposer_stack_version(const propose::NgramClassifier& proposer, con
 
 // Writes both files atomically into `dir`.
 void write_package(const std::filesystem::path& dir, const RouterPackage& package);
-// Reads and validates the package in `dir` for a model with `model_labels`
-// and `model_hash`; skim::Error naming the file and field otherwise. A
-// certificate made for another proposer version is voided (uncertified,
-// with the reason), not an error.
-RouterPackage read_package(const std::filesystem::path& dir, std::span<const std::string> model_labels,
-                           const std::string& model_hash);
+// The model a package must fit.
+struct PackageModel {
+  std::vector<std::string> labels;  // id2label
+  std::string hash;                 // model_content_hash
+  int layers = 0, hidden_size = 0;  // for MoD routers
+};
+
+// Reads and validates the package in `dir` for `model`; skim::Error naming
+// the file and field otherwise. A certificate made for another proposer
+// version is voided (uncertified, with the reason), not an error.
+RouterPackage read_package(const std::filesystem::path& dir, const PackageModel& model);
 
 class Router {
  public:

@@ -36,6 +36,10 @@ struct BertEncoder::Layer {
   Linear intermediate;  // GELU fused
   Linear output;        // += into the residual
   std::vector<float> norm2_gamma, norm2_beta;
+  // Views into qkv's packed weights (no copy) for routed blocks, where keys
+  // and values are needed for every row but the query only for routed rows.
+  // Absent where the layout does not allow a view: qkv then runs on every row.
+  std::optional<Linear> query, key_value;
 };
 
 BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::TensorStore& store,
@@ -68,6 +72,10 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
         Linear(backend, w("output.dense.weight", {H, I}), w("output.dense.bias", {H}), i, h, Epilogue::add_to_output,
                precision),
         w("output.LayerNorm.weight", {H}), w("output.LayerNorm.bias", {H})}));
+    Layer& layer = *layers_.back();
+    layer.query = layer.qkv.column_slice(0, h);
+    layer.key_value = layer.qkv.column_slice(h, 2 * h);
+    if (!layer.query || !layer.key_value) layer.query.reset(), layer.key_value.reset();
   }
 
   if (!config.id2label.empty()) {
@@ -87,7 +95,8 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
     : max_rows_(max_rows),
       max_sequence_(max_sequence),
       threads_(kernels::hardware_threads()),
-      scratch_(encoder.backend()) {
+      scratch_(encoder.backend()),
+      routing_(max_rows) {
   const auto& c = encoder.config();
   const std::size_t rows = Linear::padded_rows(max_rows);
   const std::size_t H = c.hidden_size;
@@ -103,10 +112,10 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
   logits_.resize(max_seqs * std::max(1, encoder.num_labels()));
   segments_.reserve(max_rows);
   first_rows_.reserve(max_rows);
+  routing_.before.resize(rows * H);
 }
 
-FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws,
-                              std::span<const RowSelection> routing) const {
+void BertEncoder::embed(const TokenBatch& batch, EncoderWorkspace& ws) const {
   const int rows = batch.rows(), H = config_.hidden_size;
   if (rows > ws.max_rows_)
     throw Error(ErrorCode::internal, "encoder batch of " + std::to_string(rows) + " rows exceeds the workspace");
@@ -129,11 +138,45 @@ FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws,
   }
   kernels::LayerNorm{embedding_norm_gamma_.data(), embedding_norm_beta_.data(), H, config_.layer_norm_eps}(
       ws.hidden_.data(), H, rows);
+}
 
+FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws) const {
+  embed(batch, ws);
+  FlopCount flops;
+  for (int l = 0; l < config_.num_hidden_layers; ++l) flops += layer_forward(l, batch, ws, RowSelection::every_row());
+  return flops;
+}
+
+FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws,
+                              std::span<const RowSelection> selections) const {
+  if (static_cast<int>(selections.size()) != config_.num_hidden_layers)
+    throw Error(ErrorCode::internal, "one row selection per layer expected");
+  embed(batch, ws);
+  FlopCount flops;
+  for (int l = 0; l < config_.num_hidden_layers; ++l) flops += layer_forward(l, batch, ws, selections[l]);
+  return flops;
+}
+
+FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws, const mod::TokenRouting& routing) const {
+  embed(batch, ws);
+  const int rows = batch.rows(), H = config_.hidden_size;
+  auto& scratch = ws.routing_;
   FlopCount flops;
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    const RowSelection sel = routing.empty() ? RowSelection::every_row() : routing[l];
-    flops += layer_forward(l, batch, ws, sel);
+    if (routing.needs_contribution(l)) {
+      // The oracle: run the block on every row to see what it changes, then
+      // start the layer again from its input. Not counted: an upper bound on
+      // quality, not a way to save work.
+      const std::size_t n = static_cast<std::size_t>(rows) * H;
+      std::copy(ws.hidden_.data(), ws.hidden_.data() + n, scratch.before.data());
+      layer_forward(l, batch, ws, RowSelection::every_row());
+      scratch.scores.resize(rows);
+      mod::relative_change(scratch.before.data(), ws.hidden_.data(), rows, H, scratch.scores.data());
+      std::copy(scratch.before.data(), scratch.before.data() + n, ws.hidden_.data());
+    }
+    FlopCount f = layer_forward(l, batch, ws, routing.select(l, ws.hidden_.data(), H, batch, scratch));
+    f.executed += routing.router_flops(l, rows, H);
+    flops += f;
   }
   return flops;
 }
@@ -147,7 +190,18 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
 
   // Keys and values are computed for every row (the KV side stays complete);
   // query, attention output and FFN only for the selected rows.
-  layer.qkv(ws.hidden_.data(), H, ws.qkv_.data(), 3 * H, rows, scratch);
+  // With the query split off, keys|values are written densely (ld 2H): a
+  // strided output would send oneDNN 2.6 to its reference GEMM.
+  const bool split_query = !sel.all && layer.query;
+  const float* keys = ws.qkv_.data() + H;
+  std::size_t ld_kv = 3 * H;
+  if (split_query) {
+    (*layer.key_value)(ws.hidden_.data(), ws.qkv_.data(), rows, scratch);
+    keys = ws.qkv_.data();
+    ld_kv = 2 * H;
+  } else {
+    layer.qkv(ws.hidden_.data(), H, ws.qkv_.data(), 3 * H, rows, scratch);
+  }
 
   ws.segments_.clear();
   const float* query = ws.qkv_.data();
@@ -164,8 +218,11 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
     dense_attention_pairs = attention_pairs;
   } else {
     active = static_cast<int>(sel.rows.size());
-    kernels::gather_rows(ws.qkv_.data(), 3 * H, sel.rows, ws.routed_query_.data(), H, H);
     kernels::gather_rows(ws.hidden_.data(), H, sel.rows, ws.routed_hidden_.data(), H, H);
+    if (split_query)
+      (*layer.query)(ws.routed_hidden_.data(), H, ws.routed_query_.data(), H, active, scratch);
+    else
+      kernels::gather_rows(ws.qkv_.data(), 3 * H, sel.rows, ws.routed_query_.data(), H, H);
     query = ws.routed_query_.data();
     ld_query = H;
     x = ws.routed_hidden_.data();
@@ -181,7 +238,7 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
   }
 
   kernels::Attention{heads, head_dim, 1.f / std::sqrt(static_cast<float>(head_dim))}(
-      query, ld_query, ws.qkv_.data() + H, ws.qkv_.data() + 2 * H, 3 * H, ws.context_.data(), H, ws.segments_,
+      query, ld_query, keys, keys + H, ld_kv, ws.context_.data(), H, ws.segments_,
       ws.attention_scratch_.data(), ws.threads_);
   layer.attention_output(ws.context_.data(), x, active, scratch);
   kernels::LayerNorm{layer.norm1_gamma.data(), layer.norm1_beta.data(), H, config_.layer_norm_eps}(x, H, active);
@@ -193,10 +250,11 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
   auto per_row = [&](int n) {
     return Linear::flops(n, H, H) + Linear::flops(n, H, I) + Linear::flops(n, I, H);
   };
-  const double kv = Linear::flops(rows, H, 3 * H);  // fused QKV runs on every row
+  const double qkv = Linear::flops(rows, H, 3 * H);
+  const double projections = split_query ? Linear::flops(rows, H, 2 * H) + Linear::flops(active, H, H) : qkv;
   FlopCount f;
-  f.executed = kv + per_row(active) + 4.0 * attention_pairs * H;
-  f.dense = kv + per_row(rows) + 4.0 * dense_attention_pairs * H;
+  f.executed = projections + per_row(active) + 4.0 * attention_pairs * H;
+  f.dense = qkv + per_row(rows) + 4.0 * dense_attention_pairs * H;
   return f;
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "execute/flop_count.hpp"
+#include "execute/mod/token_routing.hpp"
 #include "execute/token_batch.hpp"
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
@@ -30,6 +31,7 @@ class EncoderWorkspace {
   const float* logits() const noexcept { return logits_.data(); }
   int max_rows() const noexcept { return max_rows_; }
   int max_sequence() const noexcept { return max_sequence_; }
+  mod::RoutingScratch& routing_scratch() noexcept { return routing_; }
 
  private:
   friend class BertEncoder;
@@ -41,6 +43,7 @@ class EncoderWorkspace {
   kernels::AlignedBuffer<float> pooled_, logits_;
   std::vector<kernels::AttentionSegment> segments_;
   std::vector<std::int32_t> first_rows_;
+  mod::RoutingScratch routing_;
 };
 
 class BertEncoder {
@@ -52,9 +55,14 @@ class BertEncoder {
   ~BertEncoder();
 
   // Embeddings + every layer; leaves the last hidden states in ws.hidden().
-  // `routing`, if given, holds one RowSelection per layer (MoD); else dense.
-  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws,
-                   std::span<const RowSelection> routing = {}) const;
+  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws) const;
+  // The same with one fixed RowSelection per layer.
+  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws, std::span<const RowSelection> selections) const;
+  // The same with Mixture-of-Depths routing decided layer by layer.
+  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws, const mod::TokenRouting& routing) const;
+  // Embeddings and their LayerNorm alone: ws.hidden() then holds layer 0's
+  // input (for calibration, which steps through layer_forward itself).
+  void embed(const TokenBatch& batch, EncoderWorkspace& ws) const;
   // Pooler + classifier on each sequence's first ([CLS]) row; logits land in
   // ws.logits(), num_labels per sequence. Requires has_classifier().
   FlopCount classify_head(const TokenBatch& batch, EncoderWorkspace& ws) const;
@@ -63,6 +71,7 @@ class BertEncoder {
   bool has_classifier() const noexcept { return classifier_ != nullptr; }
   int num_labels() const noexcept { return num_labels_; }
   int hidden_size() const noexcept { return config_.hidden_size; }
+  int layers() const noexcept { return config_.num_hidden_layers; }
   const kernels::Backend& backend() const noexcept { return backend_; }
 
   // One layer on the given rows (exposed for tests and benchmarks).

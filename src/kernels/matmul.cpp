@@ -10,6 +10,8 @@
 #include <string>
 #include <unordered_map>
 
+#include <spdlog/spdlog.h>
+
 #include "kernels/dnnl_backend.hpp"
 #include "kernels/gemv.hpp"
 #include "kernels/q8_0.hpp"
@@ -61,7 +63,8 @@ std::optional<BlockedLayout> gemv_layout(const memory::desc& md, int in, int out
 struct Linear::Impl {
   const Backend& backend;
   memory::desc weights_md;  // the packed layout
-  AlignedBuffer<std::byte> weight_storage;  // on huge pages: every decoded token streams it
+  // On huge pages (every decoded token streams it); shared with column slices.
+  std::shared_ptr<AlignedBuffer<std::byte>> weight_storage;
   memory weights;
   std::optional<Gemv> gemv;  // one-row path over the same packed weights
   std::optional<Q8Matrix> q8;  // set: every row count runs the Q8_0 kernel, not oneDNN
@@ -102,6 +105,12 @@ struct Linear::Impl {
       if (it != by_shape.end()) return it->second;
     }
     auto pd = describe(rows, ld_x, ld_y, in, out, weights_md);
+    // oneDNN 2.6 falls back to its reference GEMM for some strides (a
+    // strided output, for one): correct, but a hundred times slower.
+    if (std::string(pd.impl_info_str()).starts_with("ref"))
+      spdlog::warn("skim: oneDNN runs a {}x{}x{} GEMM (input stride {}, output stride {}) with its reference "
+                   "implementation; expect it to be slow",
+                   rows, in, out, ld_x, ld_y);
     static std::atomic<std::uint64_t> next_id{1};
     Cached entry{dnnl::matmul(pd), pd.scratchpad_desc().get_size(), next_id++};
     std::unique_lock lock(mutex);
@@ -171,8 +180,9 @@ void Linear::pack_for_onednn(std::span<const float> weight_out_in, OneRowPath on
   impl_->weights_md = probe.weights_desc();
   memory::desc plain_md({in, out}, dt::f32, tag::ba);
   memory plain(plain_md, engine, const_cast<float*>(weight_out_in.data()));
-  impl_->weight_storage.resize_for_streaming(impl_->weights_md.get_size());
-  impl_->weights = memory(impl_->weights_md, engine, impl_->weight_storage.data());
+  impl_->weight_storage = std::make_shared<AlignedBuffer<std::byte>>();
+  impl_->weight_storage->resize_for_streaming(impl_->weights_md.get_size());
+  impl_->weights = memory(impl_->weights_md, engine, impl_->weight_storage->data());
   dnnl::stream stream(engine);
   dnnl::reorder(plain, impl_->weights).execute(stream, plain, impl_->weights);
   // oneDNN's erf and tanh are its own approximations; the streaming kernel
@@ -180,9 +190,53 @@ void Linear::pack_for_onednn(std::span<const float> weight_out_in, OneRowPath on
   const bool exact_epilogue = epilogue_ == Epilogue::none || epilogue_ == Epilogue::add_to_output;
   if (one_row == OneRowPath::streaming && exact_epilogue)
     if (auto layout = gemv_layout(impl_->weights_md, in, out, precision_))
-      impl_->gemv = Gemv{*layout, impl_->weight_storage.data()};
+      impl_->gemv = Gemv{*layout, impl_->weight_storage->data()};
   stream.wait();
 }
+
+std::optional<Linear> Linear::column_slice(int first, int count) const {
+  constexpr int block = BlockedLayout::column_block;
+  if (impl_->q8 || !impl_->weight_storage || first < 0 || count <= 0 || first + count > out_ || first % block ||
+      count % block)
+    return std::nullopt;
+  // Inside oneDNN's blocked layouts (BA16a64b, BA16a64b2a) a block of 64
+  // output columns is one contiguous run of the packed weights; a slice of
+  // whole blocks is the same layout with fewer blocks, at an offset.
+  const auto& parent = impl_->weights_md.data;
+  if (parent.format_kind != dnnl_blocked || parent.format_desc.blocking.inner_nblks < 2 ||
+      parent.format_desc.blocking.inner_blks[1] != block || parent.format_desc.blocking.inner_idxs[1] != 1)
+    return std::nullopt;
+  std::optional<Linear> slice(Linear(impl_->backend, in_, count, epilogue_, precision_));
+  auto& impl = *slice->impl_;
+  impl.attr = impl_->attr;
+  impl.src_type = impl_->src_type;
+  memory::desc any_md({in_, count}, impl_->weights_md.data_type(), tag::any);
+  impl.weights_md = impl.describe(layout_probe_rows, in_, count, in_, count, any_md).weights_desc();
+  const auto& child = impl.weights_md.data;
+  if (child.format_kind != dnnl_blocked || child.format_desc.blocking.inner_nblks != parent.format_desc.blocking.inner_nblks ||
+      !std::equal(child.format_desc.blocking.inner_blks, child.format_desc.blocking.inner_blks + child.format_desc.blocking.inner_nblks,
+                  parent.format_desc.blocking.inner_blks) ||
+      child.format_desc.blocking.strides[0] != parent.format_desc.blocking.strides[0] ||
+      child.format_desc.blocking.strides[1] != parent.format_desc.blocking.strides[1])
+    return std::nullopt;  // oneDNN would lay the slice out otherwise
+  const std::size_t element = precision_ == WeightPrecision::bf16 ? 2 : 4;
+  const std::size_t offset = static_cast<std::size_t>(first / block) * parent.format_desc.blocking.strides[1] * element;
+  impl.weight_storage = impl_->weight_storage;
+  const auto& engine = impl_->backend.impl().engine;
+  impl.weights = memory(impl.weights_md, engine, impl.weight_storage->data() + offset);
+  impl.bias = memory(memory::desc({1, count}, dt::f32, tag::ab), engine);
+  const float* b = static_cast<const float*>(impl_->bias.get_data_handle());
+  std::copy(b + first, b + first + count, static_cast<float*>(impl.bias.get_data_handle()));
+  if (impl_->gemv) {
+    BlockedLayout layout = impl_->gemv->layout;
+    layout.out = count;
+    impl.gemv = Gemv{layout, impl.weight_storage->data() + offset};
+  }
+  return slice;
+}
+
+Linear::Linear(const Backend& backend, int in, int out, Epilogue epilogue, WeightPrecision precision)
+    : in_(in), out_(out), epilogue_(epilogue), precision_(precision), impl_(std::make_unique<Impl>(backend)) {}
 
 Linear::~Linear() = default;
 Linear::Linear(Linear&&) noexcept = default;

@@ -3,6 +3,7 @@
 // library runs the GEMM is decided here alone (see backend.hpp).
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <span>
 
 namespace skim::kernels {
@@ -58,6 +59,12 @@ class Linear {
     (*this)(x, static_cast<std::size_t>(in_), y, static_cast<std::size_t>(out_), rows, scratch);
   }
 
+  // A Linear over output columns [first, first + count) that shares these
+  // packed weights (no copy), e.g. the key|value part of a fused
+  // query|key|value GEMM. Needs whole 64-column blocks of oneDNN's blocked
+  // layout; nullopt where that does not hold (Q8_0, other layouts).
+  std::optional<Linear> column_slice(int first, int count) const;
+
   int in_features() const noexcept { return in_; }
   int out_features() const noexcept { return out_; }
   Epilogue epilogue() const noexcept { return epilogue_; }
@@ -71,6 +78,7 @@ class Linear {
   struct Impl;
 
  private:
+  Linear(const Backend& backend, int in, int out, Epilogue epilogue, WeightPrecision precision);  // for slices
   void set_bias(std::span<const float> bias);
   void pack_for_onednn(std::span<const float> weight_out_in, OneRowPath one_row);
   int in_ = 0, out_ = 0;

@@ -32,6 +32,31 @@ check "eval n 500" grep -q '"n": 500' "$tmp/eval.json"
 "$eval" --model "$tmp/model" --data "$heldout" --no-router >"$tmp/dense.json" 2>"$tmp/err"
 check "eval no-router call rate 1" grep -q '"call_rate": 1.0' "$tmp/dense.json"
 
+# Mixture-of-Depths: routers alone (no --train), then evaluated with and without.
+mkdir "$tmp/mod"
+for f in config.json model.safetensors vocab.txt; do ln -s "$(realpath "$model/$f")" "$tmp/mod/$f"; done
+"$calibrate" --model "$tmp/mod" --calib "$heldout" --mod-capacity 0.5 --mod-layers 1,2,3 --threads 2 >"$tmp/out" 2>"$tmp/err"
+check "mod calibrate exit 0" test $? -eq 0
+check "mod calibrate summary" grep -qE '^mod: [0-9]+ routed blocks' "$tmp/out"
+"$eval" --model "$tmp/mod" --data "$heldout" --no-router --threads 2 >"$tmp/mod.json" 2>"$tmp/err"
+check "mod eval exit 0" test $? -eq 0
+check "mod eval names the router" grep -q '"router": "learned"' "$tmp/mod.json"
+check "mod eval has transformer_dense_flops" grep -q '"transformer_dense_flops":' "$tmp/mod.json"
+python3 - "$tmp/mod.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["transformer_flops"] < j["transformer_dense_flops"], "MoD executed no fewer FLOPs"
+PY
+check "mod eval executes fewer FLOPs" test $? -eq 0
+"$eval" --model "$tmp/mod" --data "$heldout" --no-router --mod off >"$tmp/off.json" 2>"$tmp/err"
+check "mod off eval" grep -q '"mod": null' "$tmp/off.json"
+"$eval" --model "$tmp/mod" --data "$heldout" --no-router --mod-capacity 1.5 >"$tmp/out" 2>"$tmp/err"
+check "bad mod capacity exit 2" test $? -eq 2
+check "bad mod capacity named" grep -q 'outside (0, 1\]' "$tmp/err"
+"$calibrate" --model "$tmp/mod" --calib "$heldout" >"$tmp/out" 2>"$tmp/err"
+check "no train, no mod exit 2" test $? -eq 2
+check "no train, no mod explained" grep -q -- '--train is required' "$tmp/err"
+
 # Bad input: one line on stderr, exit code 2, naming what is wrong.
 printf 'turn on the lights\n' >"$tmp/nolabel.tsv"
 "$calibrate" --model "$tmp/model" --train "$tmp/nolabel.tsv" --calib "$heldout" >"$tmp/out" 2>"$tmp/err"

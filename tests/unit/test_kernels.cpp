@@ -187,3 +187,28 @@ TEST(GatherScatter, RoundTrip) {
     for (int j = 0; j < width; ++j) EXPECT_EQ(back[r * width + j], src[r * width + j]);
   EXPECT_EQ(back[0], 0.f);
 }
+
+// A column slice shares the packed weights and computes those columns.
+TEST(Linear, ColumnSliceComputesItsColumnsFromTheSameWeights) {
+  Backend backend;
+  Scratch scratch(backend);
+  const int in = 96, out = 192, rows = 5;
+  auto w = random_vector(static_cast<std::size_t>(in) * out, 40, 0.1f);
+  auto b = random_vector(out, 41);
+  auto x = random_vector(static_cast<std::size_t>(rows) * in, 42);
+  for (auto precision : {WeightPrecision::f32, WeightPrecision::bf16}) {
+    Linear full(backend, w, b, in, out, Epilogue::none, precision, OneRowPath::streaming);
+    std::vector<float> y(rows * out), part(rows * 128), one(128);
+    full(x.data(), y.data(), rows, scratch);
+    auto slice = full.column_slice(64, 128);
+    ASSERT_TRUE(slice.has_value());
+    EXPECT_EQ(slice->out_features(), 128);
+    (*slice)(x.data(), part.data(), rows, scratch);
+    (*slice)(x.data(), one.data(), 1, scratch);  // the streaming one-row kernel over the view
+    for (int r = 0; r < rows; ++r)
+      for (int o = 0; o < 128; ++o) ASSERT_NEAR(part[r * 128 + o], y[r * out + 64 + o], 1e-5) << r << "," << o;
+    for (int o = 0; o < 128; ++o) ASSERT_NEAR(one[o], y[64 + o], 1e-4) << o;
+    EXPECT_FALSE(full.column_slice(32, 64).has_value());   // not whole 64-column blocks
+    EXPECT_FALSE(full.column_slice(128, 128).has_value());  // past the end
+  }
+}

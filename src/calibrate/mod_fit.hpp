@@ -1,0 +1,53 @@
+#pragma once
+// Fitting Mixture-of-Depths routers onto a pre-trained encoder from forward
+// passes alone (DESIGN.md, "Token level"): record each block's relative
+// contribution ‖f(x)‖/‖x‖ per token, fit r = w·norm(x) + b to its log by
+// ridge regression, then give capacity to the blocks whose routing the
+// model's output feels least, per FLOP saved.
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/engine_impl.hpp"
+#include "execute/mod/token_routing.hpp"
+#include "skim/calibrate.hpp"
+
+namespace skim::calibration {
+
+struct ModFitOptions {
+  double capacity = 0;      // target mean capacity over the eligible blocks, or
+  double flops_share = 0;   // target executed share of the encoder's dense FLOPs
+  std::vector<int> layers;  // eligible blocks; empty: all but the first two and the last
+  std::size_t max_sensitivity_tokens = 4096;  // tokens of the texts the allocation is measured on
+  ProgressCallback progress;
+};
+
+struct ModFit {
+  execute::mod::Routing routing;
+  nlohmann::json report;  // per block: ridge λ, held-out R²; the allocation; what it costs
+  std::vector<int> eligible;
+  std::size_t tokens = 0;
+  double flops_share = 1;  // executed / dense on the texts, with the fitted routing
+  double seconds = 0;
+};
+
+// The encoder's outputs for `texts`: classifier logits (or, without a
+// classifier, the first row's last hidden state), one row per text, with the
+// FLOPs spent. `routing` null: dense.
+struct EncoderOutputs {
+  std::vector<float> values;
+  int width = 0;
+  double executed_flops = 0, dense_flops = 0;
+  std::size_t tokens = 0;
+  int argmax(std::size_t text) const;
+};
+EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
+                              const execute::mod::TokenRouting* routing);
+
+// Throws skim::Error for a target outside (0, 1], a layer outside the model,
+// no eligible layer, or too few tokens to fit (saying how many are needed).
+ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> texts, const ModFitOptions& options);
+
+}  // namespace skim::calibration
