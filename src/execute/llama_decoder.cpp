@@ -113,66 +113,111 @@ DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
   ffn_.resize(rows * c.hidden_dim);
   attention_scratch_.resize(kernels::Attention::scratch_floats(max_rows, c.context, threads_));
   logits_.resize(static_cast<std::size_t>(Linear::padded_rows(LlamaDecoder::logits_rows())) * c.vocab);
+  routed_x_.resize(rows * c.dim);
+  routed_query_.resize(rows * c.dim);
   positions_.reserve(max_rows);
-  segments_.reserve(1);
+  segments_.reserve(max_rows);  // the row-subset path has one per selected row
 }
 
-FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const {
+void LlamaDecoder::embed(std::span<const std::int32_t> tokens, int start, DecoderWorkspace& ws) const {
   const auto& c = config_;
-  const int rows = static_cast<int>(tokens.size()), start = cache.length();
-  if (rows == 0) return {};
+  const int rows = static_cast<int>(tokens.size());
   if (rows > ws.max_rows_)
     throw Error(ErrorCode::internal, "decoder chunk of " + std::to_string(rows) + " tokens exceeds the workspace");
   if (start + rows > c.context)
     throw Error(ErrorCode::invalid_argument, "the conversation would reach " + std::to_string(start + rows) +
                                                  " tokens, past the model's context of " + std::to_string(c.context));
-  const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
-  auto& scratch = ws.scratch_;
-
   for (int r = 0; r < rows; ++r) {
     const int id = tokens[r];
     if (id < 0 || id >= c.vocab)
       throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(id) + " is outside the vocabulary of " +
                                                    std::to_string(c.vocab));
-    std::memcpy(ws.x_.data() + static_cast<std::size_t>(r) * D,
-                token_embeddings_.data() + static_cast<std::size_t>(id) * D, sizeof(float) * D);
+    std::memcpy(ws.x_.data() + static_cast<std::size_t>(r) * c.dim,
+                token_embeddings_.data() + static_cast<std::size_t>(id) * c.dim, sizeof(float) * c.dim);
   }
   ws.positions_.resize(rows);
   for (int r = 0; r < rows; ++r) ws.positions_[r] = start + r;
-  ws.segments_.assign(1, kernels::AttentionSegment{0, rows, 0, start + rows, start});
+}
+
+FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const {
+  return forward(tokens, cache, ws, {});
+}
+
+FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                                std::span<const RowSelection> selections) const {
+  const auto& c = config_;
+  const int rows = static_cast<int>(tokens.size()), start = cache.length();
+  if (rows == 0) return {};
+  if (!selections.empty() && static_cast<int>(selections.size()) != c.layers)
+    throw Error(ErrorCode::internal, "one row selection per decoder layer expected");
+  embed(tokens, start, ws);
+  FlopCount flops;
+  for (int l = 0; l < c.layers; ++l)
+    flops += layer_forward(l, rows, start, cache, ws, selections.empty() ? RowSelection::every_row() : selections[l]);
+  cache.set_length(start + rows);
+  kernels::RmsNorm{output_norm_.data(), c.dim, c.norm_eps}(ws.x_.data(), c.dim, ws.normed_.data(), c.dim, rows);
+  return flops;
+}
+
+FlopCount LlamaDecoder::layer_forward(int l, int rows, int start, KvCache& cache, DecoderWorkspace& ws,
+                                      const RowSelection& sel) const {
+  const auto& c = config_;
+  const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
+  const Layer& layer = *layers_[l];
+  auto& scratch = ws.scratch_;
   const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
   const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
 
-  for (int l = 0; l < c.layers; ++l) {
-    const Layer& layer = *layers_[l];
-    kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
-    layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, scratch);
-    rope(ws.qkv_.data(), QKV, rows, c.heads, ws.positions_.data());
-    rope(ws.qkv_.data() + D, QKV, rows, c.kv_heads, ws.positions_.data());
-    float* keys = cache.keys(l);
-    float* values = cache.values(l);
-    for (int r = 0; r < rows; ++r) {
-      const float* row = ws.qkv_.data() + static_cast<std::size_t>(r) * QKV;
-      std::memcpy(keys + static_cast<std::size_t>(start + r) * KV, row + D, sizeof(float) * KV);
-      std::memcpy(values + static_cast<std::size_t>(start + r) * KV, row + D + KV, sizeof(float) * KV);
-    }
-    attention(ws.qkv_.data(), QKV, keys, values, KV, ws.context_.data(), D, ws.segments_,
-              ws.attention_scratch_.data(), ws.threads_);
-    layer.attention_output(ws.context_.data(), ws.x_.data(), rows, scratch);
-    kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
-    layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), rows, scratch);
-    kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, rows, F);
-    layer.down(ws.ffn_.data(), ws.x_.data(), rows, scratch);
+  // Keys and values for every row: the cache stays complete whatever runs.
+  kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
+  layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, scratch);
+  rope(ws.qkv_.data(), QKV, rows, c.heads, ws.positions_.data());
+  rope(ws.qkv_.data() + D, QKV, rows, c.kv_heads, ws.positions_.data());
+  float* keys = cache.keys(l);
+  float* values = cache.values(l);
+  for (int r = 0; r < rows; ++r) {
+    const float* row = ws.qkv_.data() + static_cast<std::size_t>(r) * QKV;
+    std::memcpy(keys + static_cast<std::size_t>(start + r) * KV, row + D, sizeof(float) * KV);
+    std::memcpy(values + static_cast<std::size_t>(start + r) * KV, row + D + KV, sizeof(float) * KV);
   }
-  cache.set_length(start + rows);
-  kernels::RmsNorm{output_norm_.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
 
-  // Causal attention: query r sees start + r + 1 keys.
-  const double attended = double(rows) * start + double(rows) * (rows + 1) / 2;
-  const double per_layer = Linear::flops(rows, D, QKV) + Linear::flops(rows, D, D) + Linear::flops(rows, D, 2 * F) +
-                           Linear::flops(rows, F, D) + 4.0 * attended * hd * c.heads;
-  const double total = per_layer * c.layers;
-  return {total, total};
+  // Queries: all rows as one causal segment, or each selected row as its own
+  // (its position is its own, not its index in the selection).
+  const float* query = ws.qkv_.data();
+  std::size_t ld_query = QKV;
+  float* x = ws.x_.data();
+  int active = rows;
+  double attended = 0;
+  const double dense_attended = double(rows) * start + double(rows) * (rows + 1) / 2;
+  ws.segments_.clear();
+  if (sel.all) {
+    ws.segments_.push_back(kernels::AttentionSegment{0, rows, 0, start + rows, start});
+    attended = dense_attended;
+  } else {
+    active = static_cast<int>(sel.rows.size());
+    kernels::gather_rows(ws.qkv_.data(), QKV, sel.rows, ws.routed_query_.data(), D, D);
+    kernels::gather_rows(ws.x_.data(), D, sel.rows, ws.routed_x_.data(), D, D);
+    query = ws.routed_query_.data();
+    ld_query = D;
+    x = ws.routed_x_.data();
+    for (int i = 0; i < active; ++i) {
+      const int position = start + sel.rows[i];
+      ws.segments_.push_back(kernels::AttentionSegment{i, 1, 0, position + 1, position});
+      attended += position + 1;
+    }
+  }
+  attention(query, ld_query, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
+            ws.threads_);
+  layer.attention_output(ws.context_.data(), x, active, scratch);
+  kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
+  layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), active, scratch);
+  kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, active, F);
+  layer.down(ws.ffn_.data(), x, active, scratch);
+  if (!sel.all) kernels::scatter_rows(x, D, sel.rows, ws.x_.data(), D, D);
+
+  auto per_row = [&](int n) { return Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) + Linear::flops(n, F, D); };
+  const double qkv = Linear::flops(rows, D, QKV);
+  return {qkv + per_row(active) + 4.0 * attended * hd * c.heads, qkv + per_row(rows) + 4.0 * dense_attended * hd * c.heads};
 }
 
 FlopCount LlamaDecoder::logits(DecoderWorkspace& ws, int first, int count) const {

@@ -10,6 +10,7 @@
 
 #include "execute/flop_count.hpp"
 #include "execute/kv_cache.hpp"
+#include "execute/token_batch.hpp"
 #include "format/tensor_source.hpp"
 #include "kernels/aligned_buffer.hpp"
 #include "kernels/backend.hpp"
@@ -62,6 +63,7 @@ struct WeightPacking {
   int max_rows_, threads_;
   kernels::Scratch scratch_;
   kernels::AlignedBuffer<float> x_, normed_, qkv_, context_, gate_up_, ffn_, attention_scratch_, logits_;
+  kernels::AlignedBuffer<float> routed_x_, routed_query_;  // row-subset path
   std::vector<std::int32_t> positions_;
   std::vector<kernels::AttentionSegment> segments_;
 };
@@ -76,17 +78,29 @@ class LlamaDecoder {
   // one decoding step), appending their keys and values to the cache. The
   // final-normed hidden states stay in the workspace for logits().
   FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const;
+  // The same with one RowSelection per layer (Mixture-of-Depths, post-hoc):
+  // in each layer keys and values are computed for every row, so the cache
+  // stays complete; query, attention output and FFN only for the selected
+  // rows; the others keep their state.
+  FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                    std::span<const RowSelection> selections) const;
   // Output-head logits for rows [first, first + count) of the last forward;
   // written to ws.logits(), vocab per row. count ≤ logits_rows().
   FlopCount logits(DecoderWorkspace& ws, int first, int count) const;
 
   const DecoderConfig& config() const noexcept { return config_; }
+  // The residual stream after the last forward (rows × dim), before the final norm.
+  static const float* hidden(const DecoderWorkspace& ws) noexcept { return ws.x_.data(); }
   const kernels::Backend& backend() const noexcept { return backend_; }
   KvCache make_cache() const { return KvCache(config_.layers, config_.context, config_.kv_width()); }
   static constexpr int logits_rows() { return 64; }
 
  private:
   struct Layer;
+  // Token embeddings into ws.x_; checks ids, workspace and context.
+  void embed(std::span<const std::int32_t> tokens, int start, DecoderWorkspace& ws) const;
+  FlopCount layer_forward(int layer, int rows, int start, KvCache& cache, DecoderWorkspace& ws,
+                          const RowSelection& selection) const;
   DecoderConfig config_;
   const kernels::Backend& backend_;
   std::vector<float> token_embeddings_;

@@ -305,3 +305,58 @@ TEST(Decoder, Q8_0GgufMatchesItsDequantizedF32Twin) {
               0.01 * nll_f32.negative_log_likelihood);
   EXPECT_NE(nll_q8.negative_log_likelihood, nll_f32.negative_log_likelihood);  // int8 really ran
 }
+
+// The row-subset interface of the decoder's blocks (what Mixture-of-Depths
+// builds on): every row as an index list is the dense path; unselected rows
+// keep their state while the cache stays complete.
+TEST(Decoder, RowSelectionOfEveryRowEqualsTheDensePath) {
+  auto engine = open_bin();
+  const auto& impl = engine->impl();
+  const auto& decoder = *impl.decoder;
+  const int D = decoder.config().dim, layers = decoder.config().layers;
+  const std::vector<std::int32_t> tokens = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376};
+  const int rows = static_cast<int>(tokens.size());
+  skim::execute::DecoderWorkspace dense_ws(decoder, 16), routed_ws(decoder, 16);
+  auto dense_cache = decoder.make_cache(), routed_cache = decoder.make_cache();
+  const auto dense = decoder.forward(tokens, dense_cache, dense_ws);
+  std::vector<std::int32_t> all(rows);
+  for (int r = 0; r < rows; ++r) all[r] = r;
+  std::vector<skim::execute::RowSelection> every(layers, skim::execute::RowSelection::only(all));
+  const auto routed = decoder.forward(tokens, routed_cache, routed_ws, every);
+  EXPECT_DOUBLE_EQ(routed.executed, dense.executed);
+  for (int i = 0; i < rows * D; ++i)
+    ASSERT_NEAR(decoder.hidden(routed_ws)[i], decoder.hidden(dense_ws)[i], 1e-5) << i;
+}
+
+TEST(Decoder, UnselectedRowsRideTheResidualAndStillFillTheCache) {
+  auto engine = open_bin();
+  const auto& decoder = *engine->impl().decoder;
+  const int D = decoder.config().dim, layers = decoder.config().layers, KV = decoder.config().kv_width();
+  const std::vector<std::int32_t> tokens = {1, 403, 407, 261, 378, 432};
+  const int rows = static_cast<int>(tokens.size());
+  // Skip every block for rows 2 and 4 (nothing but embeddings reach the end),
+  // route the rest through all of them.
+  const std::vector<std::int32_t> picked = {0, 1, 3, 5};
+  std::vector<skim::execute::RowSelection> sel(layers, skim::execute::RowSelection::only(picked));
+  skim::execute::DecoderWorkspace ws(decoder, 16);
+  auto cache = decoder.make_cache();
+  const auto f = decoder.forward(tokens, cache, ws, sel);
+  EXPECT_LT(f.executed, f.dense);
+  EXPECT_EQ(cache.length(), rows);
+  skim::execute::DecoderWorkspace embed_ws(decoder, 16);
+  auto scratch_cache = decoder.make_cache();
+  std::vector<skim::execute::RowSelection> none(layers, skim::execute::RowSelection::only({}));
+  decoder.forward(tokens, scratch_cache, embed_ws, none);  // every row skips every block: embeddings
+  for (int r : {2, 4})
+    for (int j = 0; j < D; ++j) ASSERT_EQ(decoder.hidden(ws)[r * D + j], decoder.hidden(embed_ws)[r * D + j]);
+  bool changed = false;
+  for (int j = 0; j < D; ++j) changed |= decoder.hidden(ws)[3 * D + j] != decoder.hidden(embed_ws)[3 * D + j];
+  EXPECT_TRUE(changed);
+  // Keys of the skipped rows are in the cache too (non-zero), at every layer.
+  for (int l = 0; l < layers; ++l)
+    for (int r : {2, 4}) {
+      float norm = 0;
+      for (int j = 0; j < KV; ++j) norm += std::abs(cache.keys(l)[r * KV + j]);
+      EXPECT_GT(norm, 0.f) << "layer " << l << " row " << r;
+    }
+}
