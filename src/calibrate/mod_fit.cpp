@@ -123,6 +123,58 @@ double output_change(const EncoderOutputs& dense, const EncoderOutputs& routed, 
   return total / std::max<std::size_t>(texts, 1);
 }
 
+// Per eligible block, the ridge regression of log contribution on norm(x),
+// its strength chosen on the held-out rows, then refitted on all rows.
+std::vector<BlockRouter> solve_routers(const std::vector<Normal>& fitting, const std::vector<Normal>& held_out,
+                                       const std::vector<int>& eligible, int H, nlohmann::json& report) {
+  std::vector<BlockRouter> routers;
+  for (int l : eligible) {
+    const Normal& f = fitting[l];
+    const Normal& h = held_out[l];
+    double best_r2 = -1e300, best_alpha = 0;
+    for (double alpha : {1e-4, 1e-3, 1e-2, 1e-1, 1.0}) {
+      const Eigen::VectorXd w = ridge(f.gram, f.moment, alpha * f.n);
+      const double sse = h.yy - 2 * w.dot(h.moment) + w.dot(h.gram * w);
+      const double sst = h.yy - h.y_sum * h.y_sum / std::max<std::size_t>(h.n, 1);
+      const double r2 = h.n > 1 && sst > 0 ? 1 - sse / sst : 0;
+      if (r2 > best_r2) best_r2 = r2, best_alpha = alpha;
+    }
+    const Eigen::VectorXd w = ridge(f.gram + h.gram, f.moment + h.moment, best_alpha * (f.n + h.n));
+    BlockRouter router;
+    router.layer = l;
+    router.weight.resize(H);
+    for (int j = 0; j < H; ++j) router.weight[j] = static_cast<float>(w(j));
+    router.bias = static_cast<float>(w(H));
+    routers.push_back(std::move(router));
+    report.push_back({{"layer", l}, {"ridge_alpha", best_alpha}, {"held_out_r2", best_r2},
+                      {"held_out_tokens", h.n}, {"fitting_tokens", f.n}});
+  }
+  return routers;
+}
+
+// Rows [first, first + count) of `before` (the block's input) as features,
+// with their log contributions as targets, into `normal`.
+void accumulate(Normal& normal, const float* before, const float* change, int first, int count, int H) {
+  Eigen::MatrixXf x(count, H + 1);
+  Eigen::VectorXf y(count);
+  std::vector<float> normed(H);
+  for (int i = 0; i < count; ++i) {
+    execute::mod::normalize_row(before + static_cast<std::size_t>(first + i) * H, H, normed.data());
+    for (int j = 0; j < H; ++j) x(i, j) = normed[j];
+    x(i, H) = 1.f;
+    y(i) = std::log(std::max(change[first + i], 1e-6f));
+  }
+  normal.add(x, y);
+}
+
+// The value below which `share` of `values` lie.
+float quantile(std::vector<float> values, double share) {
+  if (values.empty()) return 0;
+  const std::size_t k = std::min(values.size() - 1, static_cast<std::size_t>(share * values.size()));
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
+  return values[k];
+}
+
 }  // namespace
 
 int EncoderOutputs::argmax(std::size_t text) const {
@@ -196,26 +248,9 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
       engine.encoder->layer_forward(l, batch, ws, execute::RowSelection::every_row());
       if (!eligible) continue;
       execute::mod::relative_change(scratch.before.data(), ws.hidden(), rows, H, change.data());
-      for (int part = 0; part < 2; ++part) {  // 0: fitting texts, 1: held out
-        int count = 0;
-        for (int s = 0; s < batch.sequences(); ++s)
-          if (((text + s) % 5 == 4) == (part == 1)) count += batch.length(s);
-        if (count == 0) continue;
-        Eigen::MatrixXf x(count, features);
-        Eigen::VectorXf y(count);
-        int i = 0;
-        for (int s = 0; s < batch.sequences(); ++s) {
-          if (((text + s) % 5 == 4) != (part == 1)) continue;
-          for (int r = batch.offsets[s]; r < batch.offsets[s + 1]; ++r, ++i) {
-            std::vector<float> normed(H);
-            execute::mod::normalize_row(scratch.before.data() + static_cast<std::size_t>(r) * H, H, normed.data());
-            for (int j = 0; j < H; ++j) x(i, j) = normed[j];
-            x(i, H) = 1.f;
-            y(i) = std::log(std::max(change[r], 1e-6f));
-          }
-        }
-        (part == 0 ? fitting : held_out)[l].add(x, y);
-      }
+      for (int s = 0; s < batch.sequences(); ++s)  // every fifth text is held out
+        accumulate(((text + s) % 5 == 4 ? held_out : fitting)[l], scratch.before.data(), change.data(),
+                   batch.offsets[s], batch.length(s), H);
     }
     text += batch.sequences();
   }
@@ -223,27 +258,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   // 2. Ridge per block, its strength chosen on the held-out texts.
   nlohmann::json blocks = nlohmann::json::array();
   Routing fitted;
-  for (int l : fit.eligible) {
-    const Normal& f = fitting[l];
-    const Normal& h = held_out[l];
-    double best_r2 = -1e300, best_alpha = 0;
-    for (double alpha : {1e-4, 1e-3, 1e-2, 1e-1, 1.0}) {
-      const Eigen::VectorXd w = ridge(f.gram, f.moment, alpha * f.n);
-      const double sse = h.yy - 2 * w.dot(h.moment) + w.dot(h.gram * w);
-      const double sst = h.yy - h.y_sum * h.y_sum / std::max<std::size_t>(h.n, 1);
-      const double r2 = h.n > 1 && sst > 0 ? 1 - sse / sst : 0;
-      if (r2 > best_r2) best_r2 = r2, best_alpha = alpha;
-    }
-    const Eigen::VectorXd w = ridge(f.gram + h.gram, f.moment + h.moment, best_alpha * (f.n + h.n));
-    BlockRouter router;
-    router.layer = l;
-    router.weight.resize(H);
-    for (int j = 0; j < H; ++j) router.weight[j] = static_cast<float>(w(j));
-    router.bias = static_cast<float>(w(H));
-    fitted.blocks.push_back(std::move(router));
-    blocks.push_back({{"layer", l}, {"ridge_alpha", best_alpha}, {"held_out_r2", best_r2},
-                      {"held_out_tokens", h.n}, {"fitting_tokens", f.n}});
-  }
+  fitted.blocks = solve_routers(fitting, held_out, fit.eligible, H, blocks);
 
   // 3. Sensitivity: each block alone at each capacity, measured on a spread
   // of the texts (every k-th, up to the token budget).
@@ -331,6 +346,76 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
                 {"seconds", fit.seconds}};
   if (progress) progress("measuring block sensitivity", E * (kLevelCount - 1), E * (kLevelCount - 1));
   return fit;
+}
+
+}  // namespace skim::calibration
+
+namespace skim::calibration {
+
+execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
+                                          std::span<const std::vector<std::int32_t>> sequences,
+                                          const std::vector<int>& layers, double capacity, nlohmann::json& report) {
+  if (!(capacity > 0 && capacity <= 1))
+    throw Error(ErrorCode::invalid_argument, "MoD capacity " + std::to_string(capacity) + " is outside (0, 1]");
+  const int H = decoder.config().dim, L = decoder.config().layers;
+  for (int l : layers)
+    if (l < 0 || l >= L) throw Error(ErrorCode::invalid_argument, "MoD layer " + std::to_string(l) + " is outside the model");
+  constexpr int chunk = 128;
+  execute::DecoderWorkspace ws(decoder, chunk);
+  auto cache = decoder.make_cache();
+  std::vector<Normal> fitting(L, Normal(H + 1)), held_out(L, Normal(H + 1));
+  std::vector<std::vector<float>> contributions(L);
+  std::vector<float> before(static_cast<std::size_t>(chunk) * H), change(chunk);
+  std::size_t tokens = 0;
+  // One pass records contributions; `score` set: a second pass records the
+  // fitted routers' scores on the same tokens.
+  auto pass = [&](const execute::mod::Routing* score, std::vector<std::vector<float>>& scores) {
+    for (std::size_t s = 0; s < sequences.size(); ++s) {
+      cache.clear();
+      const auto& ids = sequences[s];
+      for (std::size_t at = 0; at < ids.size(); at += chunk) {
+        const int rows = static_cast<int>(std::min<std::size_t>(chunk, ids.size() - at));
+        decoder.embed(std::span(ids).subspan(at, rows), cache, ws);
+        float* x = execute::LlamaDecoder::residual(ws);
+        for (int l = 0; l < L; ++l) {
+          const bool eligible = std::find(layers.begin(), layers.end(), l) != layers.end();
+          if (eligible) {
+            std::copy(x, x + static_cast<std::size_t>(rows) * H, before.data());
+            if (score) {
+              std::vector<float> r(rows);
+              execute::mod::router_scores(x, rows, H, *score->find(l), r.data());
+              scores[l].insert(scores[l].end(), r.begin(), r.end());
+            }
+          }
+          decoder.layer_forward(l, rows, cache, ws, execute::RowSelection::every_row());
+          if (!eligible || score) continue;
+          execute::mod::relative_change(before.data(), x, rows, H, change.data());
+          contributions[l].insert(contributions[l].end(), change.begin(), change.begin() + rows);
+          accumulate((s % 5 == 4 ? held_out : fitting)[l], before.data(), change.data(), 0, rows, H);
+        }
+        decoder.finish(rows, cache, ws);
+        if (!score) tokens += rows;
+      }
+    }
+  };
+  std::vector<std::vector<float>> unused;
+  pass(nullptr, unused);
+  if (tokens < static_cast<std::size_t>(5) * (H + 1))
+    throw Error(ErrorCode::invalid_argument, "MoD: the calibration text holds " + std::to_string(tokens) +
+                                                 " tokens; a hidden size of " + std::to_string(H) + " needs at least " +
+                                                 std::to_string(5 * (H + 1)));
+  nlohmann::json blocks = nlohmann::json::array();
+  execute::mod::Routing routing;
+  routing.blocks = solve_routers(fitting, held_out, layers, H, blocks);
+  std::vector<std::vector<float>> scores(L);
+  pass(&routing, scores);
+  for (auto& b : routing.blocks) {
+    b.capacity = capacity;
+    b.threshold = quantile(scores[b.layer], 1 - capacity);
+    b.oracle_threshold = quantile(contributions[b.layer], 1 - capacity);
+  }
+  report = {{"tokens", tokens}, {"blocks", blocks}, {"capacity", capacity}};
+  return routing;
 }
 
 }  // namespace skim::calibration

@@ -46,6 +46,15 @@ struct EncoderOutputs {
 EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
                               const execute::mod::TokenRouting* routing);
 
+// Decoders (first slice: fitted and measured by bench/mod/decoder_eval.cpp,
+// not yet written into a package): routers for `layers` fitted the same way
+// on token sequences (each starting from BOS), every block at `capacity`,
+// with the causal thresholds at the (1 − capacity) quantile of the
+// calibration tokens' learned scores and true contributions.
+execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
+                                          std::span<const std::vector<std::int32_t>> sequences,
+                                          const std::vector<int>& layers, double capacity, nlohmann::json& report);
+
 // Throws skim::Error for a target outside (0, 1], a layer outside the model,
 // no eligible layer, or too few tokens to fit (saying how many are needed).
 ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> texts, const ModFitOptions& options);

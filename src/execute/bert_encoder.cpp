@@ -163,17 +163,9 @@ FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws, con
   auto& scratch = ws.routing_;
   FlopCount flops;
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    if (routing.needs_contribution(l)) {
-      // The oracle: run the block on every row to see what it changes, then
-      // start the layer again from its input. Not counted: an upper bound on
-      // quality, not a way to save work.
-      const std::size_t n = static_cast<std::size_t>(rows) * H;
-      std::copy(ws.hidden_.data(), ws.hidden_.data() + n, scratch.before.data());
-      layer_forward(l, batch, ws, RowSelection::every_row());
-      scratch.scores.resize(rows);
-      mod::relative_change(scratch.before.data(), ws.hidden_.data(), rows, H, scratch.scores.data());
-      std::copy(scratch.before.data(), scratch.before.data() + n, ws.hidden_.data());
-    }
+    if (routing.needs_contribution(l))
+      mod::measure_contributions(ws.hidden_.data(), rows, H, scratch,
+                                 [&] { layer_forward(l, batch, ws, RowSelection::every_row()); });
     FlopCount f = layer_forward(l, batch, ws, routing.select(l, ws.hidden_.data(), H, batch, scratch));
     f.executed += routing.router_flops(l, rows, H);
     flops += f;

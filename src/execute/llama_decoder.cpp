@@ -116,12 +116,15 @@ DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
   routed_x_.resize(rows * c.dim);
   routed_query_.resize(rows * c.dim);
   positions_.reserve(max_rows);
+  ids_.reserve(max_rows);
   segments_.reserve(max_rows);  // the row-subset path has one per selected row
+  routing_ = mod::RoutingScratch(max_rows);
+  routing_.before.resize(rows * c.dim);
 }
 
-void LlamaDecoder::embed(std::span<const std::int32_t> tokens, int start, DecoderWorkspace& ws) const {
+void LlamaDecoder::embed(std::span<const std::int32_t> tokens, const KvCache& cache, DecoderWorkspace& ws) const {
   const auto& c = config_;
-  const int rows = static_cast<int>(tokens.size());
+  const int rows = static_cast<int>(tokens.size()), start = cache.length();
   if (rows > ws.max_rows_)
     throw Error(ErrorCode::internal, "decoder chunk of " + std::to_string(rows) + " tokens exceeds the workspace");
   if (start + rows > c.context)
@@ -137,6 +140,13 @@ void LlamaDecoder::embed(std::span<const std::int32_t> tokens, int start, Decode
   }
   ws.positions_.resize(rows);
   for (int r = 0; r < rows; ++r) ws.positions_[r] = start + r;
+  ws.ids_.assign(tokens.begin(), tokens.end());
+}
+
+void LlamaDecoder::finish(int rows, KvCache& cache, DecoderWorkspace& ws) const {
+  cache.set_length(cache.length() + rows);
+  kernels::RmsNorm{output_norm_.data(), config_.dim, config_.norm_eps}(ws.x_.data(), config_.dim, ws.normed_.data(),
+                                                                     config_.dim, rows);
 }
 
 FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const {
@@ -146,22 +156,44 @@ FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& c
 FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                                 std::span<const RowSelection> selections) const {
   const auto& c = config_;
-  const int rows = static_cast<int>(tokens.size()), start = cache.length();
+  const int rows = static_cast<int>(tokens.size());
   if (rows == 0) return {};
   if (!selections.empty() && static_cast<int>(selections.size()) != c.layers)
     throw Error(ErrorCode::internal, "one row selection per decoder layer expected");
-  embed(tokens, start, ws);
+  embed(tokens, cache, ws);
   FlopCount flops;
   for (int l = 0; l < c.layers; ++l)
-    flops += layer_forward(l, rows, start, cache, ws, selections.empty() ? RowSelection::every_row() : selections[l]);
-  cache.set_length(start + rows);
-  kernels::RmsNorm{output_norm_.data(), c.dim, c.norm_eps}(ws.x_.data(), c.dim, ws.normed_.data(), c.dim, rows);
+    flops += layer_forward(l, rows, cache, ws, selections.empty() ? RowSelection::every_row() : selections[l]);
+  finish(rows, cache, ws);
   return flops;
 }
 
-FlopCount LlamaDecoder::layer_forward(int l, int rows, int start, KvCache& cache, DecoderWorkspace& ws,
+FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                                const mod::TokenRouting& routing) const {
+  const auto& c = config_;
+  const int rows = static_cast<int>(tokens.size()), D = c.dim;
+  if (rows == 0) return {};
+  embed(tokens, cache, ws);
+  auto& scratch = ws.routing_;
+  FlopCount flops;
+  for (int l = 0; l < c.layers; ++l) {
+    if (routing.needs_contribution(l))  // keys and values come out the same when the layer runs again
+      mod::measure_contributions(ws.x_.data(), rows, D, scratch,
+                                 [&] { layer_forward(l, rows, cache, ws, RowSelection::every_row()); });
+    const RowSelection sel =
+        routing.select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
+    FlopCount f = layer_forward(l, rows, cache, ws, sel);
+    f.executed += routing.router_flops(l, rows, D);
+    flops += f;
+  }
+  finish(rows, cache, ws);
+  return flops;
+}
+
+FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWorkspace& ws,
                                       const RowSelection& sel) const {
   const auto& c = config_;
+  const int start = cache.length();
   const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
   const Layer& layer = *layers_[l];
   auto& scratch = ws.scratch_;

@@ -10,6 +10,7 @@
 
 #include "execute/flop_count.hpp"
 #include "execute/kv_cache.hpp"
+#include "execute/mod/token_routing.hpp"
 #include "execute/token_batch.hpp"
 #include "format/tensor_source.hpp"
 #include "kernels/aligned_buffer.hpp"
@@ -64,8 +65,9 @@ struct WeightPacking {
   kernels::Scratch scratch_;
   kernels::AlignedBuffer<float> x_, normed_, qkv_, context_, gate_up_, ffn_, attention_scratch_, logits_;
   kernels::AlignedBuffer<float> routed_x_, routed_query_;  // row-subset path
-  std::vector<std::int32_t> positions_;
+  std::vector<std::int32_t> positions_, ids_;
   std::vector<kernels::AttentionSegment> segments_;
+  mod::RoutingScratch routing_;
 };
 
 class LlamaDecoder {
@@ -84,6 +86,18 @@ class LlamaDecoder {
   // rows; the others keep their state.
   FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                     std::span<const RowSelection> selections) const;
+  // The same with Mixture-of-Depths routing decided per layer, causally
+  // (TokenRouting::select_causal), so prefill and decoding agree.
+  FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                    const mod::TokenRouting& routing) const;
+
+  // One step at a time, for calibration: embed() puts `tokens` at positions
+  // cache.length() onwards into the residual stream; layer_forward() runs a
+  // block on it; finish() advances the cache and applies the final norm.
+  void embed(std::span<const std::int32_t> tokens, const KvCache& cache, DecoderWorkspace& ws) const;
+  FlopCount layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws, const RowSelection& selection) const;
+  void finish(int rows, KvCache& cache, DecoderWorkspace& ws) const;
+  static float* residual(DecoderWorkspace& ws) noexcept { return ws.x_.data(); }
   // Output-head logits for rows [first, first + count) of the last forward;
   // written to ws.logits(), vocab per row. count ≤ logits_rows().
   FlopCount logits(DecoderWorkspace& ws, int first, int count) const;
@@ -97,10 +111,6 @@ class LlamaDecoder {
 
  private:
   struct Layer;
-  // Token embeddings into ws.x_; checks ids, workspace and context.
-  void embed(std::span<const std::int32_t> tokens, int start, DecoderWorkspace& ws) const;
-  FlopCount layer_forward(int layer, int rows, int start, KvCache& cache, DecoderWorkspace& ws,
-                          const RowSelection& selection) const;
   DecoderConfig config_;
   const kernels::Backend& backend_;
   std::vector<float> token_embeddings_;

@@ -9,6 +9,7 @@
 #include <skim/skim.hpp>
 #include <sstream>
 
+#include "calibrate/mod_fit.hpp"
 #include "engine/engine_impl.hpp"
 #include "format/gguf.hpp"
 #include "format/gguf_writer.hpp"
@@ -359,4 +360,36 @@ TEST(Decoder, UnselectedRowsRideTheResidualAndStillFillTheCache) {
       for (int j = 0; j < KV; ++j) norm += std::abs(cache.keys(l)[r * KV + j]);
       EXPECT_GT(norm, 0.f) << "layer " << l << " row " << r;
     }
+}
+
+// Causal Mixture-of-Depths: a token's routing depends on itself and the past
+// only, so prefill and token-by-token decoding make the same decisions and
+// give the same states.
+TEST(Decoder, CausalRoutingAgreesBetweenPrefillAndDecoding) {
+  auto engine = open_bin();
+  const auto& impl = engine->impl();
+  const auto& decoder = *impl.decoder;
+  std::ifstream in(stories / "expected_greedy_from_bos_256.txt");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::vector<std::vector<std::int32_t>> sequences;
+  for (std::size_t at = 0; at + 200 < text.str().size(); at += 100)  // overlapping windows of the story
+    sequences.push_back(impl.sentencepiece->encode(text.str().substr(at, 300), true, false));
+  nlohmann::json report;
+  const auto routing = skim::calibration::fit_decoder_routers(decoder, sequences, {2, 3}, 0.5, report);
+  ASSERT_EQ(routing.blocks.size(), 2u);
+  const std::vector<std::int32_t> tokens = sequences[0];
+  const int D = decoder.config().dim, rows = static_cast<int>(tokens.size());
+  for (auto scorer : {skim::execute::mod::Scorer::learned, skim::execute::mod::Scorer::random}) {
+    const skim::execute::mod::TokenRouting routed(routing, scorer, 0, false, 3);
+    skim::execute::DecoderWorkspace prefill_ws(decoder, 128), step_ws(decoder, 128);
+    auto prefill_cache = decoder.make_cache(), step_cache = decoder.make_cache();
+    const auto f = decoder.forward(tokens, prefill_cache, prefill_ws, routed);
+    EXPECT_LT(f.executed, f.dense);
+    for (int r = 0; r < rows; ++r) {
+      decoder.forward(std::span(tokens).subspan(r, 1), step_cache, step_ws, routed);
+      for (int j = 0; j < D; ++j)
+        ASSERT_NEAR(decoder.hidden(step_ws)[j], decoder.hidden(prefill_ws)[r * D + j], 1e-4) << "position " << r;
+    }
+  }
 }

@@ -58,15 +58,10 @@ RowSelection TokenRouting::select(int layer, const float* hidden, int width, con
     case Scorer::learned: router_scores(hidden, rows, width, *block, scratch.scores.data()); break;
     case Scorer::oracle: break;  // the caller filled in the contributions
     case Scorer::random:
-      // A hash of (seed, layer, position, token): the same text gets the same
-      // draw whatever it is batched with.
+      // The same text gets the same draw whatever it is batched with.
       for (int s = 0; s < batch.sequences(); ++s)
-        for (int r = batch.offsets[s]; r < batch.offsets[s + 1]; ++r) {
-          const std::uint64_t h = mix(mix(mix(seed_ ^ static_cast<std::uint64_t>(layer)) ^
-                                          static_cast<std::uint64_t>(r - batch.offsets[s])) ^
-                                      static_cast<std::uint64_t>(batch.ids[r]));
-          scratch.scores[r] = static_cast<float>(h >> 40);
-        }
+        for (int r = batch.offsets[s]; r < batch.offsets[s + 1]; ++r)
+          scratch.scores[r] = random_score(seed_, layer, r - batch.offsets[s], batch.ids[r]);
       break;
   }
   const double c = capacity(layer);
@@ -91,6 +86,33 @@ RowSelection TokenRouting::select(int layer, const float* hidden, int width, con
     scratch.rows.insert(scratch.rows.end(), order.begin(), order.end());
   }
   return RowSelection::only(scratch.rows);
+}
+
+RowSelection TokenRouting::select_causal(int layer, const float* hidden, int rows, int width,
+                                         const std::int32_t* positions, const std::int32_t* ids,
+                                         RoutingScratch& scratch) const {
+  const BlockRouter* block = routing_.find(layer);
+  if (!block) return RowSelection::every_row();
+  scratch.scores.resize(rows);
+  float threshold = block->threshold;
+  switch (scorer_) {
+    case Scorer::learned: router_scores(hidden, rows, width, *block, scratch.scores.data()); break;
+    case Scorer::oracle: threshold = block->oracle_threshold; break;  // the caller filled in the contributions
+    case Scorer::random:
+      for (int r = 0; r < rows; ++r) scratch.scores[r] = random_score(seed_, layer, positions[r], ids[r]);
+      threshold = static_cast<float>(1 - capacity(layer));
+      break;
+  }
+  scratch.rows.clear();
+  for (int r = 0; r < rows; ++r)
+    if (scratch.scores[r] > threshold) scratch.rows.push_back(r);
+  return RowSelection::only(scratch.rows);
+}
+
+float random_score(std::uint64_t seed, int layer, std::int64_t position, std::int32_t token) {
+  const std::uint64_t h = mix(mix(mix(seed ^ static_cast<std::uint64_t>(layer)) ^ static_cast<std::uint64_t>(position)) ^
+                              static_cast<std::uint64_t>(static_cast<std::uint32_t>(token)));
+  return static_cast<float>(h >> 40) * (1.f / 16777216.f);
 }
 
 void normalize_row(const float* x, int width, float* out) {

@@ -5,6 +5,7 @@
 // are computed for every token, and the others keep their state (they ride
 // the residual). Routing decides index lists; the encoder gathers those rows,
 // runs the same dense GEMMs on them and scatters back, so no kernel knows.
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -23,6 +24,12 @@ struct BlockRouter {
   double capacity = 1;        // share of each sequence's tokens that run the block
   std::vector<float> weight;  // hidden size
   float bias = 0;
+  // Decoders route causally: a token runs the block when its score passes a
+  // threshold set on calibration text so that `capacity` of tokens pass
+  // (a top-k over a sequence would look at tokens not yet generated, and
+  // prefill and decoding would disagree). One threshold per scorer.
+  float threshold = 0;         // learned scores
+  float oracle_threshold = 0;  // true contributions
 };
 
 // The routed blocks of a model, ascending by layer. Immutable once loaded.
@@ -64,6 +71,12 @@ class TokenRouting {
   bool needs_contribution(int layer) const noexcept { return scorer_ == Scorer::oracle && routes(layer); }
   double capacity(int layer) const noexcept;
 
+  // Causal selection for decoders: rows whose score passes the block's
+  // threshold. positions and ids (one per row) seed the random scorer, so a
+  // token's draw is the same in prefill and in decoding.
+  RowSelection select_causal(int layer, const float* hidden, int rows, int width, const std::int32_t* positions,
+                             const std::int32_t* ids, RoutingScratch& scratch) const;
+
   // The rows `layer` processes, given its input (`hidden`, rows × width):
   // per sequence, the ⌈c·S⌉ best-scored rows, ascending. every_row() for a
   // block that is not routed. The span points into scratch.rows.
@@ -80,11 +93,28 @@ class TokenRouting {
   std::uint64_t seed_;
 };
 
+// A uniform draw in [0, 1) from (seed, layer, position, token).
+float random_score(std::uint64_t seed, int layer, std::int64_t position, std::int32_t token);
+// ‖after − before‖ / ‖before‖ per row: what a block changed.
+void relative_change(const float* before, const float* after, int rows, int width, float* out);
+
+// The oracle's scores: runs the block on every row (run_block()), keeps
+// what it changed per row in scratch.scores, and puts the block's input back
+// so the layer can start again. Not counted as work: an upper bound on
+// quality, not a way to save it.
+template <typename RunBlock>
+void measure_contributions(float* hidden, int rows, int width, RoutingScratch& scratch, RunBlock&& run_block) {
+  const std::size_t n = static_cast<std::size_t>(rows) * width;
+  std::copy(hidden, hidden + n, scratch.before.data());
+  run_block();
+  scratch.scores.resize(rows);
+  relative_change(scratch.before.data(), hidden, rows, width, scratch.scores.data());
+  std::copy(scratch.before.data(), scratch.before.data() + n, hidden);
+}
+
 // r = w·norm(x) + b for each of `rows` rows of `hidden`.
 void router_scores(const float* hidden, int rows, int width, const BlockRouter& router, float* scores);
 // norm(x) of one row, as the router sees it.
 void normalize_row(const float* x, int width, float* out);
-// ‖after − before‖ / ‖before‖ per row: what a block changed.
-void relative_change(const float* before, const float* after, int rows, int width, float* out);
 
 }  // namespace skim::execute::mod
