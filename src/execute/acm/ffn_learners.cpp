@@ -1,0 +1,86 @@
+#include "execute/acm/ffn_learners.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "kernels/ops.hpp"
+#include "skim/error.hpp"
+
+namespace skim::execute::acm {
+
+using kernels::Epilogue;
+using kernels::Linear;
+
+FfnLearners::FfnLearners(const kernels::Backend& backend, Activation activation, std::span<const float> up,
+                         std::span<const float> up_bias, std::span<const float> down,
+                         std::span<const float> down_bias, int hidden, int ffn, std::span<const int> order,
+                         int learners, kernels::WeightPrecision precision)
+    : activation_(activation), hidden_(hidden) {
+  const std::size_t H = hidden, F = ffn, up_rows = activation == Activation::swiglu ? 2 * F : F;
+  if (learners < 1 || learners > ffn)
+    throw Error(ErrorCode::invalid_argument, "ACM: " + std::to_string(learners) + " learners for an FFN of width " +
+                                                 std::to_string(ffn) + " (need 1 to " + std::to_string(ffn) + ")");
+  if (up.size() != up_rows * H || down.size() != H * F || order.size() != F ||
+      (!up_bias.empty() && up_bias.size() != F) || (!down_bias.empty() && down_bias.size() != H))
+    throw Error(ErrorCode::model, "ACM: FFN weights or neuron order do not match hidden " + std::to_string(hidden) +
+                                      " × width " + std::to_string(ffn));
+  std::vector<char> seen(F, 0);
+  for (int n : order) {
+    if (n < 0 || n >= ffn || seen[n]) throw Error(ErrorCode::model, "ACM: the neuron order is not a permutation");
+    seen[n] = 1;
+  }
+  int first = 0;
+  for (int g = 0; g < learners; ++g) {
+    const int width = static_cast<int>((F * (g + 1)) / learners) - first;
+    // This group's neurons, contiguous: up rows (gate rows, then up rows for
+    // SwiGLU), their biases, and the matching columns of down.
+    std::vector<float> up_w, up_b, down_w(H * width), down_b;
+    for (int part = 0; part < (activation == Activation::swiglu ? 2 : 1); ++part)
+      for (int j = 0; j < width; ++j) {
+        const std::size_t neuron = order[first + j] + part * F;
+        up_w.insert(up_w.end(), up.begin() + neuron * H, up.begin() + (neuron + 1) * H);
+        if (!up_bias.empty()) up_b.push_back(up_bias[order[first + j]]);
+      }
+    for (std::size_t o = 0; o < H; ++o)
+      for (int j = 0; j < width; ++j) down_w[o * width + j] = down[o * F + order[first + j]];
+    if (g == 0) down_b.assign(down_bias.begin(), down_bias.end());
+    const int up_out = activation == Activation::swiglu ? 2 * width : width;
+    groups_.push_back(Group{width,
+                            Linear(backend, up_w, up_b, hidden, up_out,
+                                   activation == Activation::gelu ? Epilogue::gelu_erf : Epilogue::none, precision),
+                            Linear(backend, down_w, down_b, width, hidden, Epilogue::add_to_output, precision)});
+    first += width;
+  }
+}
+
+std::size_t FfnLearners::scratch_floats(int rows) const noexcept {
+  int widest = 0;
+  for (const auto& g : groups_) widest = std::max(widest, g.width);
+  // Up output (2·width for SwiGLU) and the gated activations, over padded rows.
+  return static_cast<std::size_t>(Linear::padded_rows(rows)) * widest * 3;
+}
+
+FlopCount FfnLearners::operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
+                                  float* hidden_buffer) const {
+  if (rows_for.size() != groups_.size())
+    throw Error(ErrorCode::internal, "ACM: one row count per learner expected");
+  FlopCount flops;
+  for (std::size_t g = 0; g < groups_.size(); ++g) {
+    const int rows = rows_for[g];
+    const Group& group = groups_[g];
+    if (rows <= 0) continue;
+    if (activation_ == Activation::gelu) {
+      group.up(x, hidden_buffer, rows, scratch);
+      group.down(hidden_buffer, y, rows, scratch);
+    } else {
+      float* gated = hidden_buffer + static_cast<std::size_t>(Linear::padded_rows(rows)) * 2 * group.width;
+      group.up(x, hidden_buffer, rows, scratch);
+      kernels::swiglu(hidden_buffer, 2 * group.width, gated, group.width, rows, group.width);
+      group.down(gated, y, rows, scratch);
+    }
+    flops.executed += group.up.flops(rows) + group.down.flops(rows);
+  }
+  return flops;
+}
+
+}  // namespace skim::execute::acm

@@ -1,0 +1,60 @@
+#pragma once
+// Adaptive Computation Modules (Wójcik et al., AAAI 2025, arXiv 2312.10193)
+// on a pre-trained FFN. An FFN is a sum over its hidden neurons, so splitting
+// the neurons into N groups gives N learners whose outputs add up to the
+// FFN exactly; learner i refines learners 0..i-1. Neurons are put in an
+// order (most important first) and cut into contiguous groups, each packed
+// as its own pair of GEMMs. A per-token gate (later) picks k, the number of
+// learners a token runs.
+#include <span>
+#include <vector>
+
+#include "execute/flop_count.hpp"
+#include "kernels/aligned_buffer.hpp"
+#include "kernels/backend.hpp"
+#include "kernels/matmul.hpp"
+
+namespace skim::execute::acm {
+
+enum class Activation {
+  gelu,    // BERT: down(gelu(up(x) + b_up)) + b_down
+  swiglu,  // LLaMA: down(silu(gate(x)) ⊙ up(x)), no biases
+};
+
+class FfnLearners {
+ public:
+  // up: [F, H] (GELU) or gate then up, [2F, H] (SwiGLU), rows indexed by
+  // neuron; up_bias: F values or empty; down: [H, F]; down_bias: H or empty.
+  // order: a permutation of the F neurons, most important first; learners N
+  // ≥ 1 and ≤ F (groups differ in size by at most one neuron).
+  FfnLearners(const kernels::Backend& backend, Activation activation, std::span<const float> up,
+              std::span<const float> up_bias, std::span<const float> down, std::span<const float> down_bias,
+              int hidden, int ffn, std::span<const int> order, int learners,
+              kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
+
+  int learners() const noexcept { return static_cast<int>(groups_.size()); }
+  int hidden() const noexcept { return hidden_; }
+  // Neurons in learner i.
+  int width(int learner) const noexcept { return groups_[learner].width; }
+
+  // y[r] += Σ_{i < k_r} learner_i(x[r]), where rows are ordered so that
+  // learner i runs on the prefix [0, rows_for[i]) (rows_for non-increasing).
+  // Learner 0 carries the down bias. `scratch_floats` floats of `hidden_buffer`
+  // hold the learners' activations. Returns the FLOPs executed (`dense` is
+  // left 0: the dense FFN's row count is the caller's).
+  FlopCount operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
+                       float* hidden_buffer) const;
+  std::size_t scratch_floats(int rows) const noexcept;
+
+ private:
+  struct Group {
+    int width = 0;
+    kernels::Linear up;    // H → width (GELU fused) or H → 2·width (gate | up)
+    kernels::Linear down;  // width → H, added into y
+  };
+  Activation activation_;
+  int hidden_ = 0;
+  std::vector<Group> groups_;
+};
+
+}  // namespace skim::execute::acm
