@@ -53,10 +53,9 @@ execute::EncoderWorkspace workspace(const Engine::Impl& engine) {
   return execute::EncoderWorkspace(*engine.encoder, engine.max_batch_rows, engine.max_sequence);
 }
 
-// Blocks a caller may route; by default never the first two or the last
-// (the post-hoc literature finds them the most sensitive).
-std::vector<int> eligible_layers(const Engine::Impl& engine, const std::vector<int>& asked) {
-  const int L = engine.encoder->layers();
+// Blocks a caller may route, ascending, each once; by default never the
+// first two or the last (the post-hoc literature finds them the most sensitive).
+std::vector<int> eligible_layers(int L, const std::vector<int>& asked) {
   std::vector<int> layers;
   if (asked.empty()) {
     for (int l = 2; l < L - 1; ++l) layers.push_back(l);
@@ -182,30 +181,40 @@ int EncoderOutputs::argmax(std::size_t text) const {
   return static_cast<int>(std::max_element(row, row + width) - row);
 }
 
-EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
-                              const TokenRouting* routing) {
-  kernels::set_thread_count(engine.options.threads());
-  const Packed packed = pack(engine, texts);
-  auto ws = workspace(engine);
+namespace {
+
+// The encoder's outputs for batches packed once, in a workspace made once:
+// the sensitivity measurement runs the same texts many times.
+EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const TokenRouting* routing,
+                          execute::EncoderWorkspace& ws) {
   const bool classifier = engine.encoder->has_classifier();
   EncoderOutputs out;
   out.width = classifier ? engine.encoder->num_labels() : engine.encoder->hidden_size();
-  out.values.reserve(texts.size() * out.width);
   out.tokens = packed.tokens;
   for (const auto& batch : packed.batches) {
     execute::FlopCount f = routing ? engine.encoder->encode(batch, ws, *routing) : engine.encoder->encode(batch, ws);
-    for (int s = 0; s < batch.sequences(); ++s) {
-      const float* row = classifier ? nullptr : ws.hidden() + static_cast<std::size_t>(batch.offsets[s]) * out.width;
-      if (!classifier) out.values.insert(out.values.end(), row, row + out.width);
-    }
     if (classifier) {
       f += engine.encoder->classify_head(batch, ws);
       out.values.insert(out.values.end(), ws.logits(), ws.logits() + static_cast<std::size_t>(batch.sequences()) * out.width);
+    } else {
+      for (int s = 0; s < batch.sequences(); ++s) {
+        const float* row = ws.hidden() + static_cast<std::size_t>(batch.offsets[s]) * out.width;
+        out.values.insert(out.values.end(), row, row + out.width);
+      }
     }
     out.executed_flops += f.executed;
     out.dense_flops += f.dense;
   }
   return out;
+}
+
+}  // namespace
+
+EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
+                              const TokenRouting* routing) {
+  kernels::set_thread_count(engine.options.threads());
+  auto ws = workspace(engine);
+  return run_packed(engine, pack(engine, texts), routing, ws);
 }
 
 ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> texts, const ModFitOptions& options) {
@@ -217,7 +226,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
     throw Error(ErrorCode::invalid_argument, "MoD: give one target, a capacity or a FLOPs share, in (0, 1]; got " +
                                                  std::to_string(by_capacity ? options.capacity : options.flops_share));
   ModFit fit;
-  fit.eligible = eligible_layers(engine, options.layers);
+  fit.eligible = eligible_layers(engine.encoder->layers(), options.layers);
   const int H = engine.encoder->hidden_size(), L = engine.encoder->layers(), features = H + 1;
   const auto& progress = options.progress;
   kernels::set_thread_count(engine.options.threads());
@@ -266,8 +275,9 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   const std::size_t stride = std::max<std::size_t>(1, (packed.tokens + options.max_sensitivity_tokens - 1) /
                                                           std::max<std::size_t>(options.max_sensitivity_tokens, 1));
   for (std::size_t i = 0; i < texts.size(); i += stride) sample.push_back(texts[i]);
+  const Packed sample_batches = pack(engine, sample);
   const bool classifier = engine.encoder->has_classifier();
-  const EncoderOutputs dense = run_encoder_on(engine, sample, nullptr);
+  const EncoderOutputs dense = run_packed(engine, sample_batches, nullptr, ws);
   const std::size_t E = fit.eligible.size();
   std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
       saved(E, std::vector<double>(kLevelCount, 0.0));
@@ -278,7 +288,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
       alone.blocks.push_back(fitted.blocks[e]);
       alone.blocks.back().capacity = kLevels[v];
       const TokenRouting routing(alone, execute::mod::Scorer::learned, 0, classifier);
-      const EncoderOutputs routed = run_encoder_on(engine, sample, &routing);
+      const EncoderOutputs routed = run_packed(engine, sample_batches, &routing, ws);
       cost[e][v] = output_change(dense, routed, classifier);
       saved[e][v] = dense.executed_flops - routed.executed_flops;
     }
@@ -317,7 +327,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
 
   // 5. What the allocation does, jointly, on the same texts.
   const TokenRouting routing(fit.routing, execute::mod::Scorer::learned, 0, classifier);
-  const EncoderOutputs routed = run_encoder_on(engine, sample, &routing);
+  const EncoderOutputs routed = run_packed(engine, sample_batches, &routing, ws);
   std::size_t agree = 0;
   for (std::size_t t = 0; t < sample.size(); ++t) agree += !classifier || dense.argmax(t) == routed.argmax(t);
   fit.flops_share = routed.executed_flops / dense.dense_flops;
@@ -358,14 +368,13 @@ execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
   if (!(capacity > 0 && capacity <= 1))
     throw Error(ErrorCode::invalid_argument, "MoD capacity " + std::to_string(capacity) + " is outside (0, 1]");
   const int H = decoder.config().dim, L = decoder.config().layers;
-  for (int l : layers)
-    if (l < 0 || l >= L) throw Error(ErrorCode::invalid_argument, "MoD layer " + std::to_string(l) + " is outside the model");
+  const std::vector<int> eligible = eligible_layers(L, layers);
   constexpr int chunk = 128;
   execute::DecoderWorkspace ws(decoder, chunk);
   auto cache = decoder.make_cache();
   std::vector<Normal> fitting(L, Normal(H + 1)), held_out(L, Normal(H + 1));
   std::vector<std::vector<float>> contributions(L);
-  std::vector<float> before(static_cast<std::size_t>(chunk) * H), change(chunk);
+  std::vector<float> before(static_cast<std::size_t>(chunk) * H), change(chunk), score_row(chunk);
   std::size_t tokens = 0;
   // One pass records contributions; `score` set: a second pass records the
   // fitted routers' scores on the same tokens.
@@ -378,17 +387,16 @@ execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
         decoder.embed(std::span(ids).subspan(at, rows), cache, ws);
         float* x = execute::LlamaDecoder::residual(ws);
         for (int l = 0; l < L; ++l) {
-          const bool eligible = std::find(layers.begin(), layers.end(), l) != layers.end();
-          if (eligible) {
+          const bool routed = std::binary_search(eligible.begin(), eligible.end(), l);
+          if (routed) {
             std::copy(x, x + static_cast<std::size_t>(rows) * H, before.data());
             if (score) {
-              std::vector<float> r(rows);
-              execute::mod::router_scores(x, rows, H, *score->find(l), r.data());
-              scores[l].insert(scores[l].end(), r.begin(), r.end());
+              execute::mod::router_scores(x, rows, H, *score->find(l), score_row.data());
+              scores[l].insert(scores[l].end(), score_row.begin(), score_row.begin() + rows);
             }
           }
           decoder.layer_forward(l, rows, cache, ws, execute::RowSelection::every_row());
-          if (!eligible || score) continue;
+          if (!routed || score) continue;
           execute::mod::relative_change(before.data(), x, rows, H, change.data());
           contributions[l].insert(contributions[l].end(), change.begin(), change.begin() + rows);
           accumulate((s % 5 == 4 ? held_out : fitting)[l], before.data(), change.data(), 0, rows, H);
@@ -406,7 +414,7 @@ execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
                                                  std::to_string(5 * (H + 1)));
   nlohmann::json blocks = nlohmann::json::array();
   execute::mod::Routing routing;
-  routing.blocks = solve_routers(fitting, held_out, layers, H, blocks);
+  routing.blocks = solve_routers(fitting, held_out, eligible, H, blocks);
   std::vector<std::vector<float>> scores(L);
   pass(&routing, scores);
   for (auto& b : routing.blocks) {

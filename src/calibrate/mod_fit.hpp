@@ -48,7 +48,8 @@ EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::s
 
 // Decoders (first slice: fitted and measured by bench/mod/decoder_eval.cpp,
 // not yet written into a package): routers for `layers` fitted the same way
-// on token sequences (each starting from BOS), every block at `capacity`,
+// on token sequences (each starting from BOS), every block at `capacity`
+// (`layers` as ModFitOptions::layers: empty means the default rule),
 // with the causal thresholds at the (1 − capacity) quantile of the
 // calibration tokens' learned scores and true contributions.
 execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,

@@ -15,8 +15,6 @@ namespace {
 
 constexpr int kColumns = BlockedLayout::column_block;
 
-// Below this many weight bytes one thread finishes before a team would start.
-constexpr std::size_t kBytesPerThread = 256 * 1024;
 
 // Sums of one 64-column block: x[0, in) against in × 64 weights stored as
 // 16-row tiles of 64 floats. One FMA chain per output, in k order, as
@@ -83,8 +81,6 @@ void Gemv::operator()(const float* x, const float* bias, float* y, Epilogue epil
     if (l.in % 2) x_bf16[l.in] = 0;  // the pair's other half meets a zero-padded weight
   }
   const std::size_t bytes = static_cast<std::size_t>(l.in) * l.out * (bf16 ? 2 : 4);
-  const int team = static_cast<int>(
-      std::clamp<std::size_t>(bytes / kBytesPerThread, 1, static_cast<std::size_t>(std::min(max_threads, blocks))));
 
   auto run = [&](int first, int last) {
     alignas(64) float sums[kColumns];
@@ -99,7 +95,7 @@ void Gemv::operator()(const float* x, const float* bias, float* y, Epilogue epil
       finish_columns(sums, bias, y, b * kColumns, std::min(kColumns, l.out - b * kColumns), epilogue);
     }
   };
-  parallel_ranges(blocks, team, run);
+  parallel_ranges(blocks, bytes, max_threads, run);
 }
 
 }  // namespace skim::kernels

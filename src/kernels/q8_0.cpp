@@ -27,7 +27,6 @@ namespace {
 constexpr int kColumns = 64;
 constexpr std::size_t kScaleBytes = kColumns * 2;
 constexpr std::size_t kTileBytes = kScaleBytes + Q8Matrix::block * kColumns;
-constexpr std::size_t kBytesPerThread = 256 * 1024;
 
 float half_to_float(std::uint16_t h) {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000) << 16;
@@ -223,9 +222,8 @@ void Q8Matrix::operator()(const float* x, std::size_t ld_x, const float* bias, f
     quantize_row(x + r * ld_x, in_, k_blocks_, quants + r * padded_in, scales + r * k_blocks_,
                  offsets + r * k_blocks_);
 
+  // Each pass over the weights serves two rows.
   const std::size_t bytes = packed_.size() * static_cast<std::size_t>((rows + 1) / 2);
-  const int team = static_cast<int>(std::clamp<std::size_t>(
-      bytes / kBytesPerThread, 1, static_cast<std::size_t>(std::min(max_threads, column_blocks_))));
   auto run = [&](int first_block, int last_block) {
     alignas(64) float sums[2][kColumns];
     for (int cb = first_block; cb < last_block; ++cb) {
@@ -246,7 +244,7 @@ void Q8Matrix::operator()(const float* x, std::size_t ld_x, const float* bias, f
       }
     }
   };
-  parallel_ranges(column_blocks_, team, run);
+  parallel_ranges(column_blocks_, bytes, max_threads, run);
 }
 
 }  // namespace skim::kernels
