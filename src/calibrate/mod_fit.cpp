@@ -385,7 +385,7 @@ execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
       for (std::size_t at = 0; at < ids.size(); at += chunk) {
         const int rows = static_cast<int>(std::min<std::size_t>(chunk, ids.size() - at));
         decoder.embed(std::span(ids).subspan(at, rows), cache, ws);
-        float* x = execute::LlamaDecoder::residual(ws);
+        float* x = ws.hidden();
         for (int l = 0; l < L; ++l) {
           const bool routed = std::binary_search(eligible.begin(), eligible.end(), l);
           if (routed) {

@@ -50,6 +50,9 @@ class DecoderWorkspace {
   int max_rows() const noexcept { return max_rows_; }
   // Logits of the rows asked for in the last call to LlamaDecoder::logits.
   const float* logits() const noexcept { return logits_.data(); }
+  // The residual stream (rows × dim): after a forward, before the final norm.
+  float* hidden() noexcept { return x_.data(); }
+  const float* hidden() const noexcept { return x_.data(); }
 
  private:
   friend class LlamaDecoder;
@@ -97,14 +100,11 @@ class LlamaDecoder {
   void embed(std::span<const std::int32_t> tokens, const KvCache& cache, DecoderWorkspace& ws) const;
   FlopCount layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws, const RowSelection& selection) const;
   void finish(int rows, KvCache& cache, DecoderWorkspace& ws) const;
-  static float* residual(DecoderWorkspace& ws) noexcept { return ws.x_.data(); }
   // Output-head logits for rows [first, first + count) of the last forward;
   // written to ws.logits(), vocab per row. count ≤ logits_rows().
   FlopCount logits(DecoderWorkspace& ws, int first, int count) const;
 
   const DecoderConfig& config() const noexcept { return config_; }
-  // The residual stream after the last forward (rows × dim), before the final norm.
-  static const float* hidden(const DecoderWorkspace& ws) noexcept { return ws.x_.data(); }
   const kernels::Backend& backend() const noexcept { return backend_; }
   KvCache make_cache() const { return KvCache(config_.layers, config_.context, config_.kv_width()); }
   static constexpr int logits_rows() { return 64; }

@@ -326,7 +326,7 @@ TEST(Decoder, RowSelectionOfEveryRowEqualsTheDensePath) {
   const auto routed = decoder.forward(tokens, routed_cache, routed_ws, every);
   EXPECT_DOUBLE_EQ(routed.executed, dense.executed);
   for (int i = 0; i < rows * D; ++i)
-    ASSERT_NEAR(decoder.hidden(routed_ws)[i], decoder.hidden(dense_ws)[i], 1e-5) << i;
+    ASSERT_NEAR(routed_ws.hidden()[i], dense_ws.hidden()[i], 1e-5) << i;
 }
 
 TEST(Decoder, UnselectedRowsRideTheResidualAndStillFillTheCache) {
@@ -349,9 +349,9 @@ TEST(Decoder, UnselectedRowsRideTheResidualAndStillFillTheCache) {
   std::vector<skim::execute::RowSelection> none(layers, skim::execute::RowSelection::only({}));
   decoder.forward(tokens, scratch_cache, embed_ws, none);  // every row skips every block: embeddings
   for (int r : {2, 4})
-    for (int j = 0; j < D; ++j) ASSERT_EQ(decoder.hidden(ws)[r * D + j], decoder.hidden(embed_ws)[r * D + j]);
+    for (int j = 0; j < D; ++j) ASSERT_EQ(ws.hidden()[r * D + j], embed_ws.hidden()[r * D + j]);
   bool changed = false;
-  for (int j = 0; j < D; ++j) changed |= decoder.hidden(ws)[3 * D + j] != decoder.hidden(embed_ws)[3 * D + j];
+  for (int j = 0; j < D; ++j) changed |= ws.hidden()[3 * D + j] != embed_ws.hidden()[3 * D + j];
   EXPECT_TRUE(changed);
   // Keys of the skipped rows are in the cache too (non-zero), at every layer.
   for (int l = 0; l < layers; ++l)
@@ -389,7 +389,7 @@ TEST(Decoder, CausalRoutingAgreesBetweenPrefillAndDecoding) {
     for (int r = 0; r < rows; ++r) {
       decoder.forward(std::span(tokens).subspan(r, 1), step_cache, step_ws, routed);
       for (int j = 0; j < D; ++j)
-        ASSERT_NEAR(decoder.hidden(step_ws)[j], decoder.hidden(prefill_ws)[r * D + j], 1e-4) << "position " << r;
+        ASSERT_NEAR(step_ws.hidden()[j], prefill_ws.hidden()[r * D + j], 1e-4) << "position " << r;
     }
   }
 }
