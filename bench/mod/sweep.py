@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
-"""Mixture-of-Depths on CLINC150 at several budgets: fit the routers with
+"""Mixture-of-Depths (--task clinc150) or Adaptive Computation Modules (--task
+clinc150-acm) on CLINC150 at several budgets: fit the routers or gates with
 skim-calibrate, measure quality and cost with skim-eval, one JSON file and one
-SVG for the whole sweep.
+SVG for the whole sweep (default bench/<mod|acm>/<task>_sweep.{json,svg}).
+
+ACM: the "layer sets" are learner counts ("default;8"), the gates are fitted
+once per count and every budget is asked of skim-eval (--acm-budget), the
+scorers are the fitted gates (learned), the oracle (each prefix's true error)
+and uniform (every token the same share of learners: static pruning), and the
+x axis is the FFNs' executed FLOPs share. The MoD description follows.
 
 For each layer set (--layer-sets, default "default;1,2,3": skim-calibrate's
 default routed layers, then layers 1-3) and each budget C (--budgets: the
@@ -51,20 +58,38 @@ from plot_svg import line_chart  # noqa: E402
 CLINC = "/work/shared/data/clinc150/data_full.json"
 WORK = None  # the scratch directory, named when a command fails
 # Plot styles: colour and marker by scorer; dash and hollow markers by layer set.
-ROUTER_STYLE = {"learned": ("#0072b2", "circle"), "oracle": ("#009e73", "square"), "random": ("#d55e00", "triangle")}
+ROUTER_STYLE = {"learned": ("#0072b2", "circle"), "oracle": ("#009e73", "square"), "random": ("#d55e00", "triangle"),
+                "uniform": ("#cc79a7", "diamond")}
 
 
 # What to vary: how a budget reaches skim-calibrate, which scorers skim-eval has,
-# where skim-eval reports the package. A later "acm" entry would use --acm-budget.
+# where skim-eval reports the package, which FLOPs the x axis counts.
+# "variants" are MoD's routed layer sets and ACM's learner counts.
 def _mod_calibrate(budget, layer_set, kind):
     args = ["--mod-flops" if kind == "flops" else "--mod-capacity", repr(budget)]
     return args + ([] if layer_set == "default" else ["--mod-layers", layer_set])
 
 
+def _acm_calibrate(budget, learners, kind):
+    return ["--acm-budget", repr(budget)] + ([] if learners == "default" else ["--acm-learners", learners])
+
+
 METHODS = {
     "mod": {"calibrate": _mod_calibrate, "router_args": lambda r: ["--mod-router", r], "off": ["--mod", "off"],
             "routers": "learned,oracle,random", "untimed": {"oracle"}, "package": "mod",
-            "budgets": "0.875,0.75,0.625,0.5,0.375,0.25", "layer_sets": "default;1,2,3"},
+            "budgets": "0.875,0.75,0.625,0.5,0.375,0.25", "layer_sets": "default;1,2,3",
+            "variant_name": lambda v, pkg: "layers " + (v if v != "default" else "%s (default)" % ",".join(
+                str(l["layer"]) for l in (pkg or {}).get("layers", [])) if pkg else "default"),
+            "flops": ("transformer_flops", "transformer_dense_flops"), "x_label": "executed FLOPs share (transformer)",
+            "calibrate_once": False},
+    # The gates are fitted once per learner count: the package's budget grid
+    # serves every budget (skim-eval --acm-budget), as at run time.
+    "acm": {"calibrate": _acm_calibrate, "router_args": lambda r: ["--acm-gate", r], "off": ["--acm", "off"],
+            "routers": "learned,oracle,uniform", "untimed": {"oracle"}, "package": "acm",
+            "budgets": "0.9,0.8,0.7,0.6,0.5,0.4,0.3", "layer_sets": "default;8",
+            "variant_name": lambda v, pkg: "%s learners" % ((pkg or {}).get("learners", v) if v == "default" else v),
+            "flops": ("transformer_ffn_flops", "transformer_dense_ffn_flops"), "x_label": "executed FLOPs share (FFNs)",
+            "calibrate_once": True, "budget_args": lambda b: ["--acm-budget", repr(b)]},
 }
 
 
@@ -81,6 +106,10 @@ TASKS = {
                  "primary": "accuracy", "higher_is_better": True, "method": "mod",
                  "ref_line": lambda dense: (dense - 0.01, "dense \u2212 1 point"),
                  "title": "Mixture-of-Depths on CLINC150 (test)"},
+    "clinc150-acm": {"prepare": _clinc_prepare, "quality": ["accuracy", "in_scope_accuracy", "oos_recall"],
+                     "primary": "accuracy", "higher_is_better": True, "method": "acm",
+                     "ref_line": lambda dense: (dense - 0.01, "dense \u2212 1 point"),
+                     "title": "Adaptive Computation Modules on CLINC150 (test)"},
     # "stories": decoder perplexity via skim-eval --perplexity FILE, lower is better.
 }
 
@@ -120,17 +149,19 @@ def link_model(src, dst):
 def fake_eval(router, budget, layer_set, seed, repeat):
     """What skim-eval might print, for --dry-run: 4 layers, the default routes layer 2."""
     rng, clock = random.Random(seed), random.Random(seed * 31 + repeat + 1)
-    layers = [2] if layer_set == "default" else [int(x) for x in layer_set.split(",")]
+    layers = [2] if layer_set == "default" or "," not in layer_set else [int(x) for x in layer_set.split(",")]
     skipped = 0.0 if router is None else (1 - budget) * len(layers) / 4
-    loss = {None: 0, "oracle": 0.01, "learned": 0.035, "random": 0.15}[router] * skipped * 4 / 3
+    loss = {None: 0, "oracle": 0.01, "learned": 0.035, "random": 0.15, "uniform": 0.06}[router] * skipped * 4 / 3
     dense_t = 2.0e9
     acc = 0.935 - loss + rng.uniform(-0.002, 0.002)
     secs = 10.0 * (1.04 if router == "oracle" else 0.12 + 0.88 * (1 - 0.97 * skipped)) * clock.uniform(0.97, 1.05)
     return {"n": 5500, "accuracy": acc, "in_scope_accuracy": acc + 0.03, "oos_recall": 0.8 - 2 * loss,
             "seconds": secs, "flops": dense_t * (1 - 0.97 * skipped), "dense_flops": dense_t,
             "transformer_flops": dense_t * (1 - 0.97 * skipped), "transformer_dense_flops": dense_t,
+            "transformer_ffn_flops": 0.6 * dense_t * (1 - 0.97 * skipped), "transformer_dense_ffn_flops": 0.6 * dense_t,
             "mod": None if router is None else
-            {"router": router, "layers": [{"layer": l, "capacity": budget} for l in layers]}}
+            {"router": router, "layers": [{"layer": l, "capacity": budget} for l in layers]},
+            "acm": None if router is None else {"gate": router, "layers": layers, "learners": 4, "budget": budget}}
 
 
 def evaluate(cmd, repeats, quality, dry):
@@ -142,10 +173,10 @@ def evaluate(cmd, repeats, quality, dry):
     return runs[0], {"median": statistics.median(secs), "min": min(secs), "max": max(secs), "all": secs}
 
 
-def flops_share(r):
-    if "transformer_flops" not in r or not r.get("transformer_dense_flops"):
-        sys.exit("sweep.py: skim-eval output lacks transformer_flops / transformer_dense_flops")
-    return r["transformer_flops"] / r["transformer_dense_flops"]
+def flops_share(r, keys=("transformer_flops", "transformer_dense_flops")):
+    if keys[0] not in r or not r.get(keys[1]):
+        sys.exit("sweep.py: skim-eval output lacks %s / %s" % keys)
+    return r[keys[0]] / r[keys[1]]
 
 
 def machine_note():
@@ -174,13 +205,12 @@ def plot(res, svg):
     task = TASKS[res["task"]]
     key, dense = task["primary"], res["dense"]
     ref_y, ref_name = task["ref_line"](dense[key])
-    series, sets, pkg_key = {}, [], METHODS[res["method"]]["package"]
+    method = METHODS[res["method"]]
+    series, sets, pkg_key = {}, [], method["package"]
     for p in res["points"]:
         if p["layer_set"] not in sets:
             sets.append(p["layer_set"])
-        layers = ",".join(str(l["layer"]) for l in (p.get(pkg_key) or {}).get("layers", []))
-        name = "%s, layers %s" % (p["router"], p["layer_set"] if p["layer_set"] != "default"
-                                  else "%s (default)" % layers if layers else "default")
+        name = "%s, %s" % (p["router"], method["variant_name"](p["layer_set"], p.get(pkg_key)))
         name = next((n for n, s in series.items() if s["key"] == (p["router"], p["layer_set"])), name)
         color, marker = ROUTER_STYLE.get(p["router"], (None, None))
         k = sets.index(p["layer_set"])
@@ -190,7 +220,7 @@ def plot(res, svg):
         s["flops"].append((p["flops_share"], p[key]))
         s["wall"].append((p["wall_share"], p[key]))
     panels = []
-    for axis, label in (("flops", "executed FLOPs share (transformer)"), ("wall", "wall-time share")):
+    for axis, label in (("flops", method["x_label"]), ("wall", "wall-time share")):
         panels.append({"x_label": label, "y_label": key.replace("_", " "),
                        "series": [dict({k: v for k, v in s.items() if k in ("color", "marker", "dash", "fill")},
                                        name=n, points=s[axis], sort=False) for n, s in series.items()
@@ -251,7 +281,7 @@ def main():
     global WORK
     work = WORK = tempfile.mkdtemp(prefix="skim-%s-sweep-" % task["method"])
     out = a.out or (os.path.join(work, "%s_sweep.json" % a.task) if a.dry_run
-                    else os.path.join(HERE, "%s_sweep.json" % a.task))
+                    else os.path.join(REPO, "bench", task["method"], "%s_sweep.json" % a.task))
     svg = a.svg or os.path.splitext(out)[0] + ".svg"
     threads = ["--threads", a.threads]
     files = task["prepare"](work)
@@ -266,7 +296,7 @@ def main():
     r, secs = evaluate(cmd, a.repeats, task["quality"], a.dry_run and (lambda i: fake_eval(None, 1, "default", 0, i)))
     if r.get(method["package"]) is not None:
         print("sweep.py: warning: the dense run reports a %s package" % method["package"], file=sys.stderr)
-    res["dense"] = dict({k: r.get(k) for k in task["quality"]}, seconds=secs, flops_share=flops_share(r),
+    res["dense"] = dict({k: r.get(k) for k in task["quality"]}, seconds=secs, flops_share=flops_share(r, method["flops"]),
                         wall_share=1.0, transformer_flops=r["transformer_flops"],
                         transformer_dense_flops=r["transformer_dense_flops"], flops=r.get("flops"),
                         dense_flops=r.get("dense_flops"), n=r.get("n"))
@@ -275,24 +305,27 @@ def main():
 
     for li, layer_set in enumerate(layer_sets):
         for bi, budget in enumerate(budgets):
-            model = link_model(a.model, os.path.join(work, "m%d_%d" % (li, bi)))
-            cmd = [calibrate, "--model", model] + files["calib"] + method["calibrate"](budget, layer_set, a.budget_kind)
-            t0 = time.time()
-            cal_out = cli(cmd + threads, "" if a.dry_run else None)
-            cal_s = time.time() - t0
+            if bi == 0 or not method["calibrate_once"]:
+                model = link_model(a.model, os.path.join(work, "m%d_%d" % (li, bi)))
+                cmd = [calibrate, "--model", model] + files["calib"] + method["calibrate"](budget, layer_set, a.budget_kind)
+                t0 = time.time()
+                cal_out = cli(cmd + threads, "" if a.dry_run else None)
+                cal_s = time.time() - t0
             for ri, router in enumerate(routers):
                 timed = router not in method["untimed"]
                 cmd = [evaluate_bin, "--model", model] + files["eval"] + method["router_args"](router) + threads
+                if method["calibrate_once"]:
+                    cmd += method["budget_args"](budget)
                 fake = a.dry_run and (lambda i: fake_eval(router, budget, layer_set, 1000 * li + 10 * bi + ri + 1, i))
                 r, secs = evaluate(cmd, a.repeats if timed else 1, task["quality"], fake)
                 pkg = r.get(method["package"])
                 if not pkg:
                     print("sweep.py: warning: skim-eval reports no %s package for %s" % (method["package"], model),
                           file=sys.stderr)
-                elif pkg.get("router") != router:
-                    print("sweep.py: warning: asked for router %s, skim-eval reports %s" % (router, pkg.get("router")),
-                          file=sys.stderr)
-                fs = flops_share(r)
+                elif pkg.get("router", pkg.get("gate")) != router:
+                    print("sweep.py: warning: asked for router %s, skim-eval reports %s"
+                          % (router, pkg.get("router", pkg.get("gate"))), file=sys.stderr)
+                fs = flops_share(r, method["flops"])
                 ws = secs["median"] / res["dense"]["seconds"]["median"] if timed else None
                 res["points"].append(dict(
                     {k: r.get(k) for k in task["quality"]}, layer_set=layer_set, budget=budget, router=router,
@@ -302,7 +335,7 @@ def main():
                     dense_flops=r.get("dense_flops")))
                 res["points"][-1][method["package"]] = pkg
                 print(row(layer_set[:8], budget, router, [r.get(k) for k in task["quality"]] + [fs, ws], secs,
-                          cal_s if ri == 0 else None), flush=True)
+                          cal_s if ri == 0 and (bi == 0 or not method["calibrate_once"]) else None), flush=True)
                 save(res, out)
     res["machine"]["loadavg_end"] = os.getloadavg()
     save(res, out)

@@ -1,13 +1,15 @@
-// skim-calibrate: fit the meaning-first router and/or Mixture-of-Depths token
-// routers of a classification model.
+// skim-calibrate: fit the meaning-first router, Mixture-of-Depths token
+// routers and/or Adaptive Computation Module gates of a classification model.
 //   skim-calibrate --model DIR [--train TRAIN] --calib CALIB [--split-train S]
 //                  [--split-calib S] [--epsilon E] [--delta D]
 //                  [--risk selective|joint] [--per-label] [--rules FILE]
 //                  [--never-cache LABEL ...] [--distill FILE]
 //                  [--mod-capacity C | --mod-flops F] [--mod-layers L,L,...]
+//                  [--acm-budget B] [--acm-learners N] [--acm-layers L,L,...]
 //                  [--out DIR] [--threads N]
 // With --mod-capacity / --mod-flops, first fits token routers on CALIB's
-// texts (forward passes only). With --train, trains the n-gram proposer on
+// texts (forward passes only); with --acm-budget, then splits each FFN into
+// learners and fits per-token gates on them. With --train, trains the n-gram proposer on
 // TRAIN, runs the transformer (routed, if so) on CALIB and certifies the
 // gate. Writes skim.json + skim.safetensors into the model directory (or
 // --out). Data: TSV text<TAB>label or CLINC150 JSON (--split picks the part
@@ -27,9 +29,9 @@ int main(int argc, char** argv) {
   CLI::App app{"Calibrate the meaning-first router of a skim classification model"};
   std::string model, train, calib, split, split_train, split_calib, rules, out, distill, risk = "selective";
   std::vector<std::string> never_cache;
-  double epsilon = 0.01, delta = 0.05, mod_capacity = 0, mod_flops = 0;
-  std::vector<int> mod_layers;
-  int threads = 0;
+  double epsilon = 0.01, delta = 0.05, mod_capacity = 0, mod_flops = 0, acm_budget = 0;
+  std::vector<int> mod_layers, acm_layers;
+  int threads = 0, acm_learners = 0;
   bool per_label = false;
   app.add_option("--model", model, "model directory")->required();
   app.add_option("--train", train,
@@ -53,6 +55,10 @@ int main(int argc, char** argv) {
       ->excludes(capacity_option);
   app.add_option("--mod-layers", mod_layers, "MoD: blocks that may be routed (default: all but the first two and the last)")
       ->delimiter(',');
+  app.add_option("--acm-budget", acm_budget, "ACM: average share of FFN width the gates leave in use, in (0, 1]");
+  app.add_option("--acm-learners", acm_learners, "ACM: learners per FFN (default: FFN width / 256, within [4, 16])")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--acm-layers", acm_layers, "ACM: FFNs to make adaptive (default: all)")->delimiter(',');
   app.add_option("--out", out, "where to write skim.json and skim.safetensors (default: --model)");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   try {
@@ -82,8 +88,12 @@ int main(int argc, char** argv) {
     if (mod_capacity != 0) options.mod_capacity(mod_capacity);
     if (mod_flops != 0) options.mod_flops(mod_flops);
     if (!mod_layers.empty()) options.mod_layers(mod_layers);
-    if (train.empty() && !options.fits_mod())
-      throw skim::Error(skim::ErrorCode::invalid_argument, "--train is required unless MoD routers are fitted (--mod-capacity or --mod-flops)");
+    if (app.count("--acm-budget")) options.acm_budget(acm_budget);
+    options.acm_learners(acm_learners);
+    if (!acm_layers.empty()) options.acm_layers(acm_layers);
+    if (train.empty() && !options.fits_mod() && !options.fits_acm())
+      throw skim::Error(skim::ErrorCode::invalid_argument,
+                        "--train is required unless MoD routers or ACM gates are fitted (--mod-capacity, --mod-flops, --acm-budget)");
     auto pick = [&](const std::string& one, const std::string& fallback) { return one.empty() ? split.empty() ? fallback : split : one; };
     const auto train_rows =
         train.empty() ? std::vector<skim::LabelledText>{} : skim::read_labelled(train, pick(split_train, "train"));
@@ -97,6 +107,11 @@ int main(int argc, char** argv) {
       for (std::size_t i = 0; i < r.mod_layers.size(); ++i) std::printf(" layer %d at %.3f", r.mod_layers[i], r.mod_capacities[i]);
       std::printf("; on the calibration texts: %.1f%% of the encoder's dense FLOPs, argmax agreement with dense %.4f (%.1f s)\n",
                   100 * r.mod_flops_share, r.mod_agreement, r.mod_seconds);
+    }
+    if (options.fits_acm()) {
+      std::printf("acm: %zu adaptive FFNs of %d learners; on the calibration texts: %.1f%% of the FFNs' dense FLOPs, "
+                  "argmax agreement with the model without ACM %.4f (%.1f s)\n",
+                  r.acm_layers.size(), r.acm_learners, 100 * r.acm_ffn_flops_share, r.acm_agreement, r.acm_seconds);
     }
     if (!r.has_proposer) {
       std::printf("wrote %s and %s\n", r.skim_json.string().c_str(), r.skim_safetensors.string().c_str());

@@ -3,9 +3,11 @@
 //   skim-eval --model DIR --data FILE [--split S] [--no-router] [--threads N]
 //             [--shadow-rate P] [--mod on|off] [--mod-capacity C]
 //             [--mod-router learned|oracle|random]
-// "transformer" is the model as configured: with Mixture-of-Depths routers in
-// the package (and --mod on), routed; transformer_flops and
-// transformer_dense_flops are what its calls executed and would have dense.
+//             [--acm on|off] [--acm-budget B] [--acm-gate learned|oracle|uniform]
+// "transformer" is the model as configured: with Mixture-of-Depths routers or
+// ACM gates in the package (and --mod / --acm on), routed; transformer_flops
+// and transformer_dense_flops are what its calls executed and would have
+// dense, transformer_ffn_flops and transformer_dense_ffn_flops the FFNs' part.
 // Prints one JSON object. Any error: one line on stderr, exit code 2.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -73,7 +75,8 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool no_router = false;
   double shadow_rate = 0.05, mod_capacity = 0;
-  std::string mod = "on", mod_router = "learned";
+  std::string mod = "on", mod_router = "learned", acm = "on", acm_gate = "learned";
+  double acm_budget = 0;
   app.add_option("--model", model, "model directory")->required();
   app.add_option("--data", data, "labelled data: TSV text<TAB>label, or CLINC150 JSON")->required();
   app.add_option("--split", split, "part of a CLINC150 JSON file (train, val, test)");
@@ -86,6 +89,11 @@ int main(int argc, char** argv) {
   app.add_option("--mod-capacity", mod_capacity, "one capacity in (0, 1] for every routed block");
   app.add_option("--mod-router", mod_router, "how routed blocks score tokens: learned, oracle (upper bound), random")
       ->check(CLI::IsMember({"learned", "oracle", "random"}));
+  app.add_option("--acm", acm, "Adaptive Computation Module gates from the package: on (default) or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--acm-budget", acm_budget, "mean share of FFN width in (0, 1] instead of the package's");
+  app.add_option("--acm-gate", acm_gate, "how FFNs choose learners: learned, oracle (upper bound), uniform (static)")
+      ->check(CLI::IsMember({"learned", "oracle", "uniform"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -99,9 +107,15 @@ int main(int argc, char** argv) {
     if (app.count("--mod-capacity") && !(mod_capacity > 0 && mod_capacity <= 1))
       throw skim::Error(skim::ErrorCode::invalid_argument,
                         "--mod-capacity " + std::to_string(mod_capacity) + " is outside (0, 1]");
+    if (app.count("--acm-budget") && !(acm_budget > 0 && acm_budget <= 1))
+      throw skim::Error(skim::ErrorCode::invalid_argument,
+                        "--acm-budget " + std::to_string(acm_budget) + " is outside (0, 1]");
     const auto rows = skim::read_labelled(data, split);
     skim::Options options;
-    options.threads(threads).mod(mod == "on").mod_capacity(mod_capacity);
+    options.threads(threads).mod(mod == "on").mod_capacity(mod_capacity).acm(acm == "on").acm_budget(acm_budget);
+    options.acm_gate(acm_gate == "oracle"    ? skim::AcmGate::oracle
+                     : acm_gate == "uniform" ? skim::AcmGate::uniform
+                                             : skim::AcmGate::learned);
     options.mod_router(mod_router == "oracle"   ? skim::ModRouter::oracle
                        : mod_router == "random" ? skim::ModRouter::random
                                                 : skim::ModRouter::learned);
@@ -116,10 +130,13 @@ int main(int argc, char** argv) {
     nlohmann::json out = {{"model", model}, {"data", data}, {"n", rows.size()}, {"threads", threads}};
     if (!split.empty()) out["split"] = split;
     add_quality(out, "transformer_", rows, transformer.answers);
-    double t_flops = 0, t_dense = 0;
-    for (const auto& a : transformer.answers) t_flops += a.cost.flops, t_dense += a.cost.dense_flops;
+    double t_flops = 0, t_dense = 0, t_ffn = 0, t_dense_ffn = 0;
+    for (const auto& a : transformer.answers)
+      t_flops += a.cost.flops, t_dense += a.cost.dense_flops, t_ffn += a.cost.ffn_flops, t_dense_ffn += a.cost.dense_ffn_flops;
     out["transformer_flops"] = t_flops;
     out["transformer_dense_flops"] = t_dense;
+    out["transformer_ffn_flops"] = t_ffn;
+    out["transformer_dense_ffn_flops"] = t_dense_ffn;
     out["transformer_only_seconds"] = transformer.seconds;
     const auto& blocks = dense->info().mod_blocks;
     if (blocks.empty()) {
@@ -129,6 +146,12 @@ int main(int argc, char** argv) {
       for (const auto& b : blocks) layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}});
       out["mod"] = {{"router", mod_router}, {"layers", layers}};
     }
+    const auto& info = dense->info();
+    if (info.acm_layers.empty())
+      out["acm"] = nullptr;
+    else
+      out["acm"] = {{"gate", acm_gate}, {"layers", info.acm_layers}, {"learners", info.acm_learners},
+                    {"budget", info.acm_budget}};
 
     if (no_router) {
       add_quality(out, "", rows, transformer.answers);

@@ -17,6 +17,8 @@ struct Cost {
   double flops = 0;        // floating-point operations executed
   double dense_flops = 0;  // what the dense model spends on the same input
   double seconds = 0;      // wall time of the call, per input for batched calls
+  double ffn_flops = 0;        // the FFNs' part of `flops`
+  double dense_ffn_flops = 0;  // the FFNs' part of `dense_flops`
 };
 
 struct Answer {

@@ -42,6 +42,13 @@ class CalibrateOptions {
   CalibrateOptions& mod_flops(double share);
   // Blocks the routers may route (default: all but the first two and the last).
   CalibrateOptions& mod_layers(std::vector<int> layers) { mod_layers_ = std::move(layers); return *this; }
+  // Adaptive Computation Modules: split each FFN into learners and fit
+  // per-token gates so that FFNs use on average this share of their width,
+  // (0, 1]. With MoD too, the gates are fitted on the routed model.
+  CalibrateOptions& acm_budget(double b);
+  // Learners per FFN (0: FFN width / 256, within [4, 16]); FFNs to adapt (default all).
+  CalibrateOptions& acm_learners(int n);
+  CalibrateOptions& acm_layers(std::vector<int> layers) { acm_layers_ = std::move(layers); return *this; }
   // Where to write skim.json and skim.safetensors (default: the model directory).
   CalibrateOptions& out(std::filesystem::path dir) { out_ = std::move(dir); return *this; }
   CalibrateOptions& threads(int n) { threads_ = n; return *this; }
@@ -70,6 +77,10 @@ class CalibrateOptions {
   double mod_flops() const noexcept { return mod_flops_; }
   const std::vector<int>& mod_layers() const noexcept { return mod_layers_; }
   bool fits_mod() const noexcept { return mod_capacity_ > 0 || mod_flops_ > 0; }
+  double acm_budget() const noexcept { return acm_budget_; }
+  int acm_learners() const noexcept { return acm_learners_; }
+  const std::vector<int>& acm_layers() const noexcept { return acm_layers_; }
+  bool fits_acm() const noexcept { return acm_budget_ > 0; }
 
  private:
   double epsilon_ = 0.01;
@@ -89,6 +100,9 @@ class CalibrateOptions {
   double mod_capacity_ = 0;
   double mod_flops_ = 0;
   std::vector<int> mod_layers_;
+  double acm_budget_ = 0;
+  int acm_learners_ = 0;
+  std::vector<int> acm_layers_;
 };
 
 struct CalibrationReport {
@@ -113,14 +127,23 @@ struct CalibrationReport {
   double mod_flops_share = 1;
   double mod_agreement = 1;
   double mod_seconds = 0;
+  // Adaptive Computation Modules, when fitted: adapted FFNs, learners each,
+  // the executed share of the FFNs' dense FLOPs and the argmax agreement
+  // with the model without ACM (MoD included), on the calibration texts.
+  std::vector<int> acm_layers;
+  int acm_learners = 0;
+  double acm_ffn_flops_share = 1;
+  double acm_agreement = 1;
+  double acm_seconds = 0;
 };
 
-// With MoD asked for, first fits the token routers on `calibration`'s texts.
-// Then, unless `train` is empty (MoD alone), trains the proposer on `train`,
+// With MoD asked for, first fits the token routers on `calibration`'s texts;
+// with ACM asked for, then the FFN gates. Then, unless `train` is empty
+// (MoD/ACM alone), trains the proposer on `train`,
 // runs the model (with its new routing) on `calibration`, and certifies the
 // gate. Writes the package. Throws skim::Error for labels the model does not
 // know (naming the row), an empty set, ε or δ outside (0, 1), a MoD target
-// outside (0, 1], too few calibration tokens, or a bad rules file.
+// or ACM budget outside (0, 1], too few calibration tokens, or a bad rules file.
 CalibrationReport calibrate(const std::filesystem::path& model_dir, std::span<const LabelledText> train,
                             std::span<const LabelledText> calibration, const CalibrateOptions& options = {});
 

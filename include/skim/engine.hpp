@@ -62,6 +62,12 @@ struct ModelInfo {
     double capacity = 1;
   };
   std::vector<RoutedBlock> mod_blocks;
+  // Adaptive FFNs in force (empty: every FFN runs whole), each split into
+  // `acm_learners` learners, at the mean width share `acm_budget`
+  // (Options::acm_budget applied).
+  std::vector<int> acm_layers;
+  int acm_learners = 0;
+  double acm_budget = 1;
 };
 
 // An opened model: weights mapped and packed once, immutable afterwards, so a

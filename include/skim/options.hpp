@@ -22,6 +22,13 @@ enum class WeightPrecision { automatic, f32, bf16, q8_0 };
 // saves nothing); random (the floor).
 enum class ModRouter { learned, oracle, random };
 
+// How Adaptive Computation Modules choose how many FFN learners a token runs:
+// the fitted gates; the oracle (each prefix's true error, measured by running
+// every learner first: the upper bound on quality, for evaluation only);
+// uniform (every token the same share of learners: static width pruning, the
+// baseline the gates must beat).
+enum class AcmGate { learned, oracle, uniform };
+
 // How an Engine runs. Fluent: Options().threads(2).max_sequence_length(128).
 class Options {
  public:
@@ -73,6 +80,18 @@ class Options {
   Options& mod_router(ModRouter r) { mod_router_ = r; return *this; }
   ModRouter mod_router() const noexcept { return mod_router_; }
 
+  // Adaptive Computation Modules (skim-calibrate --acm-budget writes the gates
+  // into skim.json): an FFN runs only the learners each token's gate asks
+  // for. On by default when the package has gates; off runs every FFN whole.
+  Options& acm(bool on) { acm_ = on; return *this; }
+  bool acm() const noexcept { return acm_; }
+  // Mean share of FFN width in (0, 1] instead of the package's own; 0 (the
+  // default) keeps the package's.
+  Options& acm_budget(double budget);
+  double acm_budget() const noexcept { return acm_budget_; }
+  Options& acm_gate(AcmGate g) { acm_gate_ = g; return *this; }
+  AcmGate acm_gate() const noexcept { return acm_gate_; }
+
   // Byte budget of the answer cache (LRU); 0 turns the cache off.
   Options& cache_bytes(std::size_t bytes) { cache_bytes_ = bytes; return *this; }
   std::size_t cache_bytes() const noexcept { return cache_bytes_; }
@@ -88,6 +107,9 @@ class Options {
   bool mod_ = true;
   double mod_capacity_ = 0;
   ModRouter mod_router_ = ModRouter::learned;
+  bool acm_ = true;
+  double acm_budget_ = 0;
+  AcmGate acm_gate_ = AcmGate::learned;
   double shadow_rate_ = 0.05;
   double alarm_level_ = 0.01;
   std::size_t cache_bytes_ = 16u << 20;

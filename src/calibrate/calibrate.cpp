@@ -10,6 +10,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "calibrate/acm_fit.hpp"
 #include "calibrate/mod_fit.hpp"
 #include "engine/router.hpp"
 #include "format/content_hash.hpp"
@@ -46,6 +47,18 @@ CalibrateOptions& CalibrateOptions::mod_flops(double share) {
     throw Error(ErrorCode::invalid_argument, "MoD FLOPs share " + std::to_string(share) + " is outside (0, 1]");
   mod_flops_ = share;
   mod_capacity_ = 0;
+  return *this;
+}
+
+CalibrateOptions& CalibrateOptions::acm_budget(double b) {
+  if (!(b > 0 && b <= 1)) throw Error(ErrorCode::invalid_argument, "ACM budget " + std::to_string(b) + " is outside (0, 1]");
+  acm_budget_ = b;
+  return *this;
+}
+
+CalibrateOptions& CalibrateOptions::acm_learners(int n) {
+  if (n < 0) throw Error(ErrorCode::invalid_argument, "ACM learners " + std::to_string(n) + " is negative");
+  acm_learners_ = n;
   return *this;
 }
 
@@ -133,10 +146,11 @@ CalibrationReport write_and_report(const fs::path& model_dir, const CalibrateOpt
 
 CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledText> train,
                             std::span<const LabelledText> calibration, const CalibrateOptions& options) {
-  if (train.empty() && !options.fits_mod()) throw Error(ErrorCode::invalid_argument, "empty training set");
+  if (train.empty() && !options.fits_mod() && !options.fits_acm())
+    throw Error(ErrorCode::invalid_argument, "empty training set");
   if (calibration.empty()) throw Error(ErrorCode::invalid_argument, "empty calibration set");
   // Dense and without a router: an existing package must not shape what is fitted.
-  auto engine = Engine::open(model_dir, Options().threads(options.threads()).router(false).mod(false));
+  auto engine = Engine::open(model_dir, Options().threads(options.threads()).router(false).mod(false).acm(false));
   const auto& labels = engine->info().labels;
   const auto& progress = options.progress();
   std::vector<std::string> calib_texts(calibration.size());
@@ -166,6 +180,32 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
     report.mod_seconds = fit.seconds;
     package.mod = std::move(fit.routing);
     package.mod_fit = std::move(fit.report);
+  }
+  // Then the FFN gates, on the FFN inputs the routed model produces.
+  std::optional<execute::acm::WidthGating> width;
+  if (options.fits_acm()) {
+    if (!engine->impl().encoder)
+      throw Error(ErrorCode::invalid_argument, "ACM gates are fitted on encoders here (this model is a decoder)");
+    calibration::AcmFitOptions acm;
+    acm.budget = options.acm_budget();
+    acm.learners = options.acm_learners();
+    acm.layers = options.acm_layers();
+    acm.mod = package.mod ? &*package.mod : nullptr;
+    acm.progress = progress;
+    const auto store = format::TensorStore::open_directory(model_dir);
+    calibration::AcmFit fit = calibration::fit_acm(engine->impl(), store, calib_texts, acm);
+    for (const auto& l : fit.spec.layers) report.acm_layers.push_back(l.layer);
+    report.acm_learners = fit.spec.layers.empty() ? 0 : fit.spec.layers.front().learners;
+    report.acm_ffn_flops_share = fit.ffn_flops_share;
+    report.acm_agreement = fit.agreement;
+    report.acm_seconds = fit.seconds;
+    const auto& encoder = *engine->impl().encoder;
+    width = execute::acm::build_width_gating(
+        fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(store, encoder.config(), layer); },
+        execute::acm::Activation::gelu, encoder.hidden_size(), encoder.config().intermediate_size, encoder.backend(),
+        kernels::WeightPrecision::f32);
+    package.acm = std::move(fit.spec);
+    package.acm_fit = std::move(fit.report);
   }
   if (train.empty()) return write_and_report(model_dir, options, package, report);
 
@@ -208,9 +248,13 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
   // The transformer's answers: the reference the certificate is about.
   start = Clock::now();
   std::vector<int> transformer;
-  if (package.mod) {
-    const execute::mod::TokenRouting routing(*package.mod, execute::mod::Scorer::learned, 0, true);
-    const auto outputs = calibration::run_encoder_on(engine->impl(), calib_texts, &routing);
+  if (package.mod || width) {
+    std::optional<execute::mod::TokenRouting> routing;
+    if (package.mod) routing.emplace(*package.mod, execute::mod::Scorer::learned, 0, true);
+    std::optional<execute::acm::WidthRouting> widths;
+    if (width) widths.emplace(execute::acm::WidthRouting{*width, width->rule(execute::acm::Gate::learned)});
+    const auto outputs = calibration::run_encoder_on(engine->impl(), calib_texts,
+                                                     {routing ? &*routing : nullptr, widths ? &*widths : nullptr});
     for (std::size_t i = 0; i < calib_texts.size(); ++i) transformer.push_back(outputs.argmax(i));
   } else {
     transformer = transformer_labels(*engine, calib_texts, "calibration set", progress);

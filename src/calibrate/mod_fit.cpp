@@ -1,6 +1,6 @@
 #include "calibrate/mod_fit.hpp"
 
-#include <Eigen/Dense>
+#include "calibrate/fitting.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -24,35 +24,6 @@ using execute::mod::TokenRouting;
 constexpr double kLevels[] = {1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125};
 constexpr int kLevelCount = static_cast<int>(std::size(kLevels));
 
-// Texts tokenized and packed back to back into batches the workspace holds.
-struct Packed {
-  std::vector<TokenBatch> batches;
-  std::size_t tokens = 0;
-};
-
-Packed pack(const Engine::Impl& engine, std::span<const std::string> texts) {
-  Packed p;
-  TokenBatch batch;
-  batch.clear();
-  for (std::size_t i = 0; i < texts.size(); ++i) {
-    const auto encoding = engine.wordpiece->encode(texts[i], static_cast<std::size_t>(engine.max_sequence));
-    if (encoding.ids.size() <= 2)
-      throw Error(ErrorCode::invalid_argument, "calibration text " + std::to_string(i + 1) + " has no tokens");
-    if (batch.rows() + static_cast<int>(encoding.ids.size()) > engine.max_batch_rows) {
-      p.batches.push_back(batch);
-      batch.clear();
-    }
-    batch.add(encoding.ids);
-    p.tokens += encoding.ids.size();
-  }
-  if (batch.sequences() > 0) p.batches.push_back(batch);
-  return p;
-}
-
-execute::EncoderWorkspace workspace(const Engine::Impl& engine) {
-  return execute::EncoderWorkspace(*engine.encoder, engine.max_batch_rows, engine.max_sequence);
-}
-
 // Blocks a caller may route, ascending, each once; by default never the
 // first two or the last (the post-hoc literature finds them the most sensitive).
 std::vector<int> eligible_layers(int L, const std::vector<int>& asked) {
@@ -75,78 +46,22 @@ std::vector<int> eligible_layers(int L, const std::vector<int>& asked) {
   return layers;
 }
 
-// Normal equations of one block's ridge regression, for fitting and held-out rows.
-struct Normal {
-  Eigen::MatrixXd gram;
-  Eigen::VectorXd moment;
-  double yy = 0, y_sum = 0;
-  std::size_t n = 0;
-  explicit Normal(int features) : gram(Eigen::MatrixXd::Zero(features, features)), moment(Eigen::VectorXd::Zero(features)) {}
-  void add(const Eigen::MatrixXf& x, const Eigen::VectorXf& y) {
-    gram += (x.transpose() * x).cast<double>();
-    moment += (x.transpose() * y).cast<double>();
-    yy += y.cast<double>().squaredNorm();
-    y_sum += y.cast<double>().sum();
-    n += static_cast<std::size_t>(x.rows());
-  }
-};
-
-Eigen::VectorXd ridge(const Eigen::MatrixXd& gram, const Eigen::VectorXd& moment, double lambda) {
-  Eigen::MatrixXd a = gram;
-  for (int i = 0; i + 1 < a.rows(); ++i) a(i, i) += lambda;  // the bias (last) is not shrunk
-  return a.ldlt().solve(moment);
-}
-
-// Mean KL(dense ‖ routed) of the classifier's softmax; without a classifier,
-// the mean squared relative change of the output rows.
-double output_change(const EncoderOutputs& dense, const EncoderOutputs& routed, bool classifier) {
-  const std::size_t texts = dense.values.size() / dense.width;
-  double total = 0;
-  std::vector<float> p(dense.width), q(dense.width);
-  for (std::size_t t = 0; t < texts; ++t) {
-    const float* a = dense.values.data() + t * dense.width;
-    const float* b = routed.values.data() + t * dense.width;
-    if (classifier) {
-      p.assign(a, a + dense.width);
-      q.assign(b, b + dense.width);
-      kernels::softmax(p);
-      kernels::softmax(q);
-      for (int j = 0; j < dense.width; ++j)
-        if (p[j] > 0) total += p[j] * (std::log(p[j]) - std::log(std::max(q[j], 1e-30f)));
-    } else {
-      double change = 0, size = 0;
-      for (int j = 0; j < dense.width; ++j) change += (b[j] - a[j]) * (b[j] - a[j]), size += a[j] * a[j];
-      total += change / std::max(size, 1e-30);
-    }
-  }
-  return total / std::max<std::size_t>(texts, 1);
-}
-
 // Per eligible block, the ridge regression of log contribution on norm(x),
 // its strength chosen on the held-out rows, then refitted on all rows.
 std::vector<BlockRouter> solve_routers(const std::vector<Normal>& fitting, const std::vector<Normal>& held_out,
                                        const std::vector<int>& eligible, int H, nlohmann::json& report) {
   std::vector<BlockRouter> routers;
   for (int l : eligible) {
-    const Normal& f = fitting[l];
-    const Normal& h = held_out[l];
-    double best_r2 = -1e300, best_alpha = 0;
-    for (double alpha : {1e-4, 1e-3, 1e-2, 1e-1, 1.0}) {
-      const Eigen::VectorXd w = ridge(f.gram, f.moment, alpha * f.n);
-      const double sse = h.yy - 2 * w.dot(h.moment) + w.dot(h.gram * w);
-      const double sst = h.yy - h.y_sum * h.y_sum / std::max<std::size_t>(h.n, 1);
-      const double r2 = h.n > 1 && sst > 0 ? 1 - sse / sst : 0;
-      if (r2 > best_r2) best_r2 = r2, best_alpha = alpha;
-    }
-    const Eigen::VectorXd w = ridge(f.gram + h.gram, f.moment + h.moment, best_alpha * (f.n + h.n));
+    const RidgeFit fit = ridge_with_held_out(fitting[l], held_out[l]);
+    const Eigen::VectorXd& w = fit.weights;
     BlockRouter router;
     router.layer = l;
     router.weight.resize(H);
     for (int j = 0; j < H; ++j) router.weight[j] = static_cast<float>(w(j));
     router.bias = static_cast<float>(w(H));
     routers.push_back(std::move(router));
-    report.push_back({{"layer", l}, {"ridge_alpha", best_alpha}, {"held_out_r2", best_r2},
-                      {"held_out_tokens", h.n}, {"fitting_tokens", f.n}});
+    report.push_back({{"layer", l}, {"ridge_alpha", fit.alpha}, {"held_out_r2", fit.held_out_r2},
+                      {"held_out_tokens", held_out[l].n}, {"fitting_tokens", fitting[l].n}});
   }
   return routers;
 }
@@ -166,56 +81,11 @@ void accumulate(Normal& normal, const float* before, const float* change, int fi
   normal.add(x, y);
 }
 
-// The value below which `share` of `values` lie.
-float quantile(std::vector<float> values, double share) {
-  if (values.empty()) return 0;
-  const std::size_t k = std::min(values.size() - 1, static_cast<std::size_t>(share * values.size()));
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
-  return values[k];
-}
-
 }  // namespace
-
-int EncoderOutputs::argmax(std::size_t text) const {
-  const float* row = values.data() + text * width;
-  return static_cast<int>(std::max_element(row, row + width) - row);
-}
 
 namespace {
 
-// The encoder's outputs for batches packed once, in a workspace made once:
-// the sensitivity measurement runs the same texts many times.
-EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const TokenRouting* routing,
-                          execute::EncoderWorkspace& ws) {
-  const bool classifier = engine.encoder->has_classifier();
-  EncoderOutputs out;
-  out.width = classifier ? engine.encoder->num_labels() : engine.encoder->hidden_size();
-  out.tokens = packed.tokens;
-  for (const auto& batch : packed.batches) {
-    execute::FlopCount f = routing ? engine.encoder->encode(batch, ws, *routing) : engine.encoder->encode(batch, ws);
-    if (classifier) {
-      f += engine.encoder->classify_head(batch, ws);
-      out.values.insert(out.values.end(), ws.logits(), ws.logits() + static_cast<std::size_t>(batch.sequences()) * out.width);
-    } else {
-      for (int s = 0; s < batch.sequences(); ++s) {
-        const float* row = ws.hidden() + static_cast<std::size_t>(batch.offsets[s]) * out.width;
-        out.values.insert(out.values.end(), row, row + out.width);
-      }
-    }
-    out.executed_flops += f.executed;
-    out.dense_flops += f.dense;
-  }
-  return out;
-}
-
 }  // namespace
-
-EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
-                              const TokenRouting* routing) {
-  kernels::set_thread_count(engine.options.threads());
-  auto ws = workspace(engine);
-  return run_packed(engine, pack(engine, texts), routing, ws);
-}
 
 ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> texts, const ModFitOptions& options) {
   const auto start = Clock::now();
@@ -242,7 +112,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
                 "MoD: the calibration texts hold " + std::to_string(packed.tokens) + " tokens; fitting routers on a hidden size of " +
                     std::to_string(H) + " needs at least " + std::to_string(needed));
   std::vector<Normal> fitting(L, Normal(features)), held_out(L, Normal(features));
-  auto ws = workspace(engine);
+  auto ws = encoder_workspace(engine);
   auto& scratch = ws.routing_scratch();
   std::vector<float> change(engine.max_batch_rows);
   std::size_t text = 0;
@@ -277,7 +147,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   for (std::size_t i = 0; i < texts.size(); i += stride) sample.push_back(texts[i]);
   const Packed sample_batches = pack(engine, sample);
   const bool classifier = engine.encoder->has_classifier();
-  const EncoderOutputs dense = run_packed(engine, sample_batches, nullptr, ws);
+  const EncoderOutputs dense = run_packed(engine, sample_batches, {}, ws);
   const std::size_t E = fit.eligible.size();
   std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
       saved(E, std::vector<double>(kLevelCount, 0.0));
@@ -288,9 +158,9 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
       alone.blocks.push_back(fitted.blocks[e]);
       alone.blocks.back().capacity = kLevels[v];
       const TokenRouting routing(alone, execute::mod::Scorer::learned, 0, classifier);
-      const EncoderOutputs routed = run_packed(engine, sample_batches, &routing, ws);
+      const EncoderOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
       cost[e][v] = output_change(dense, routed, classifier);
-      saved[e][v] = dense.executed_flops - routed.executed_flops;
+      saved[e][v] = dense.flops.executed - routed.flops.executed;
     }
 
   // 4. Greedy allocation: lower, one step at a time, the block whose next
@@ -302,9 +172,9 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
     return sum / E;
   };
   auto predicted_share = [&] {
-    double s = dense.executed_flops;
+    double s = dense.flops.executed;
     for (std::size_t e = 0; e < E; ++e) s -= saved[e][level[e]];
-    return s / dense.dense_flops;
+    return s / dense.flops.dense;
   };
   while (by_capacity ? mean_capacity() > target + 1e-9 : predicted_share() > target) {
     std::size_t best = E;
@@ -327,17 +197,15 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
 
   // 5. What the allocation does, jointly, on the same texts.
   const TokenRouting routing(fit.routing, execute::mod::Scorer::learned, 0, classifier);
-  const EncoderOutputs routed = run_packed(engine, sample_batches, &routing, ws);
-  std::size_t agree = 0;
-  for (std::size_t t = 0; t < sample.size(); ++t) agree += !classifier || dense.argmax(t) == routed.argmax(t);
-  fit.flops_share = routed.executed_flops / dense.dense_flops;
+  const EncoderOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
+  fit.flops_share = routed.flops.executed / dense.flops.dense;
   fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   nlohmann::json allocation = nlohmann::json::array();
   for (std::size_t e = 0; e < E; ++e) {
     nlohmann::json levels = nlohmann::json::array();
     for (int v = 0; v < kLevelCount; ++v)
       levels.push_back({{"capacity", kLevels[v]}, {"output_change", cost[e][v]},
-                        {"flops_saved_share", saved[e][v] / dense.dense_flops}});
+                        {"flops_saved_share", saved[e][v] / dense.flops.dense}});
     allocation.push_back({{"layer", fit.eligible[e]}, {"capacity", kLevels[level[e]]}, {"sensitivity", levels}});
   }
   fit.report = {{"target", by_capacity ? "capacity" : "flops_share"},
@@ -350,7 +218,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
                 {"sensitivity_texts", sample.size()},
                 {"output_change", output_change(dense, routed, classifier)},
                 {"output_change_measure", classifier ? "mean KL(dense || routed) of the classifier" : "mean squared relative change"},
-                {"argmax_agreement", static_cast<double>(agree) / std::max<std::size_t>(sample.size(), 1)},
+                {"argmax_agreement", classifier ? argmax_agreement(dense, routed) : 1.0},
                 {"flops_share", fit.flops_share},
                 {"mean_capacity", mean_capacity()},
                 {"seconds", fit.seconds}};

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calibrate/fitting.hpp"
 #include "engine/engine_impl.hpp"
 #include "execute/mod/token_routing.hpp"
 #include "skim/calibrate.hpp"
@@ -32,19 +33,6 @@ struct ModFit {
   double flops_share = 1;  // executed / dense on the texts, with the fitted routing
   double seconds = 0;
 };
-
-// The encoder's outputs for `texts`: classifier logits (or, without a
-// classifier, the first row's last hidden state), one row per text, with the
-// FLOPs spent. `routing` null: dense.
-struct EncoderOutputs {
-  std::vector<float> values;
-  int width = 0;
-  double executed_flops = 0, dense_flops = 0;
-  std::size_t tokens = 0;
-  int argmax(std::size_t text) const;
-};
-EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
-                              const execute::mod::TokenRouting* routing);
 
 // Decoders (first slice: fitted and measured by bench/mod/decoder_eval.cpp,
 // not yet written into a package): routers for `layers` fitted the same way

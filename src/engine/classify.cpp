@@ -35,6 +35,15 @@ execute::mod::TokenRouting token_routing(const Engine::Impl& engine) {
                                     engine.encoder->has_classifier());
 }
 
+// The engine's ACM width routing as its options ask (gate, budget override).
+std::optional<execute::acm::WidthRouting> width_routing(const Engine::Impl& engine) {
+  if (!engine.acm) return std::nullopt;
+  const auto gate = engine.options.acm_gate() == AcmGate::oracle    ? execute::acm::Gate::oracle
+                    : engine.options.acm_gate() == AcmGate::uniform ? execute::acm::Gate::uniform
+                                                                    : execute::acm::Gate::learned;
+  return execute::acm::WidthRouting{*engine.acm, engine.acm->rule(gate, engine.options.acm_budget())};
+}
+
 // Tokenizes `texts`, runs them in chunks of at most max_batch_rows tokens,
 // and calls emit(input index, sequence in batch, cost) while the workspace
 // holds that chunk's results (hidden states and, when `head`, logits).
@@ -55,6 +64,10 @@ void run_encoder(const Engine::Impl& engine, SessionState& state, std::span<cons
       throw Error(ErrorCode::invalid_argument,
                   "input " + std::to_string(i) + " has no tokens after normalization (only spaces or control characters)");
   }
+  std::optional<execute::mod::TokenRouting> tokens;
+  if (engine.mod_routing) tokens.emplace(token_routing(engine));
+  const auto widths = width_routing(engine);
+  const execute::Skipping skip{tokens ? &*tokens : nullptr, widths ? &*widths : nullptr};
   std::size_t next = 0;
   while (next < texts.size()) {
     const auto start = Clock::now();
@@ -63,15 +76,16 @@ void run_encoder(const Engine::Impl& engine, SessionState& state, std::span<cons
     const std::size_t first = next;
     while (next < texts.size() && batch.rows() + static_cast<int>(encodings[next].ids.size()) <= engine.max_batch_rows)
       batch.add(encodings[next++].ids);
-    execute::FlopCount flops = engine.mod_routing ? engine.encoder->encode(batch, *state.encoder_workspace, token_routing(engine))
-                                                  : engine.encoder->encode(batch, *state.encoder_workspace);
+    execute::FlopCount flops = engine.encoder->encode(batch, *state.encoder_workspace, skip);
     if (head) flops += engine.encoder->classify_head(batch, *state.encoder_workspace);
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     double dense_total = 0;
     for (int s = 0; s < batch.sequences(); ++s) dense_total += dense_flops_for_length(engine.bert_config, batch.length(s), head);
     for (int s = 0; s < batch.sequences(); ++s) {
       const double share = dense_flops_for_length(engine.bert_config, batch.length(s), head) / dense_total;
-      emit(first + s, s, Cost{flops.executed * share, flops.dense * share, seconds / batch.sequences()});
+      emit(first + s, s,
+           Cost{flops.executed * share, flops.dense * share, seconds / batch.sequences(), flops.ffn_executed * share,
+                flops.ffn_dense * share});
     }
   }
 }

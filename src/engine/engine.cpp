@@ -56,7 +56,9 @@ class PooledState {
 
 std::unique_ptr<SessionState> Engine::Impl::make_state() const {
   auto s = std::make_unique<SessionState>();
-  if (encoder) s->encoder_workspace = std::make_unique<execute::EncoderWorkspace>(*encoder, max_batch_rows, max_sequence);
+  if (encoder)
+    s->encoder_workspace =
+        std::make_unique<execute::EncoderWorkspace>(*encoder, max_batch_rows, max_sequence, acm ? &*acm : nullptr);
   if (decoder) {
     s->decoder_workspace = std::make_unique<execute::DecoderWorkspace>(*decoder, max_batch_rows);
     s->cache.emplace(decoder->make_cache());

@@ -53,6 +53,8 @@ struct Engine::Impl {
   std::unique_ptr<Router> router;
   // Mixture-of-Depths routers, when the package has them (and Options::mod is on).
   std::optional<execute::mod::Routing> mod_routing;
+  // Adaptive FFNs (ACM), when the package has gates (and Options::acm is on).
+  std::optional<execute::acm::WidthGating> acm;
 
   int max_sequence = 0;    // encoder: tokens per text, specials included
   int max_batch_rows = 0;  // tokens per forward pass (encoder batch, decoder prefill chunk)

@@ -71,15 +71,26 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
   info.labels = c.id2label;
   info.pooling = c.pooling;
 
-  const bool use_router = impl.options.router(), use_mod = impl.options.mod();
-  if ((use_router || use_mod) && fs::exists(dir / kPackageJson)) {
-    RouterPackage package =
-        read_package(dir, {c.id2label, model_content_hash(dir), c.num_hidden_layers, c.hidden_size});
+  const bool use_router = impl.options.router(), use_mod = impl.options.mod(), use_acm = impl.options.acm();
+  if ((use_router || use_mod || use_acm) && fs::exists(dir / kPackageJson)) {
+    RouterPackage package = read_package(
+        dir, {c.id2label, model_content_hash(dir), c.num_hidden_layers, c.hidden_size, c.intermediate_size});
     if (use_mod && package.mod) {
       impl.mod_routing = std::move(*package.mod);
       for (const auto& b : impl.mod_routing->blocks)
         info.mod_blocks.push_back({b.layer, impl.options.mod_capacity() > 0 ? impl.options.mod_capacity() : b.capacity});
       spdlog::debug("skim: {} MoD-routed blocks from {}", impl.mod_routing->blocks.size(), (dir / kPackageJson).string());
+    }
+    if (use_acm && package.acm) {
+      const auto store = format::TensorStore::open_directory(dir);
+      impl.acm = execute::acm::build_width_gating(
+          *package.acm, [&](int layer) { return execute::BertEncoder::ffn_weights(store, c, layer); },
+          execute::acm::Activation::gelu, c.hidden_size, c.intermediate_size, impl.backend,
+          packed_precision(impl.options));
+      for (const auto& l : impl.acm->layers) info.acm_layers.push_back(l.layer());
+      info.acm_learners = impl.acm->max_learners();
+      info.acm_budget = impl.options.acm_budget() > 0 ? impl.options.acm_budget() : impl.acm->budget;
+      spdlog::debug("skim: {} adaptive FFNs from {}", impl.acm->layers.size(), (dir / kPackageJson).string());
     }
     if (use_router && package.proposer) {
       if (c.id2label.empty())

@@ -47,6 +47,14 @@ Options& Options::mod_capacity(double capacity) {
   return *this;
 }
 
+Options& Options::acm_budget(double budget) {
+  if (!(budget >= 0 && budget <= 1))
+    throw Error(ErrorCode::invalid_argument,
+                "Options::acm_budget: " + std::to_string(budget) + " is outside (0, 1] (0 keeps the package's)");
+  acm_budget_ = budget;
+  return *this;
+}
+
 Options& Options::alarm_level(double alpha) {
   if (!(alpha > 0 && alpha < 1))
     throw Error(ErrorCode::invalid_argument, "Options::alarm_level: " + std::to_string(alpha) + " is outside (0, 1)");

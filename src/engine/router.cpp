@@ -173,10 +173,104 @@ execute::mod::Routing mod_from(const nlohmann::json& j, const format::TensorStor
   return routing;
 }
 
+std::string acm_tensor_name(int layer, const char* part) {
+  return "acm.layer." + std::to_string(layer) + "." + part;
+}
+
+nlohmann::json acm_json(const execute::acm::WidthSpec& spec, const nlohmann::json& fit) {
+  nlohmann::json layers = nlohmann::json::array(), grid = nlohmann::json::array();
+  for (const auto& l : spec.layers) layers.push_back({{"layer", l.layer}, {"learners", l.learners}});
+  for (const auto& b : spec.budgets)
+    grid.push_back({{"budget", b.budget}, {"log_epsilon", b.log_epsilon}, {"oracle_log_epsilon", b.oracle_log_epsilon}});
+  return {{"learners", "partition"}, {"gate", "ridge_log_error"}, {"budget", spec.budget},
+          {"layers", layers},        {"budget_grid", grid},         {"fit", fit}};
+}
+
+template <typename T>
+std::vector<T> checked_tensor(const format::TensorStore& store, const std::string& name, format::DType dtype,
+                              const std::vector<std::int64_t>& shape) {
+  const auto& t = require_tensor(store, name, dtype);
+  if (t.shape != shape) {
+    std::string want;
+    for (auto d : shape) want += (want.empty() ? "" : ", ") + std::to_string(d);
+    throw Error(ErrorCode::model, store.source() + ": tensor '" + name + "' has shape " + t.shape_string() +
+                                      ", this model needs [" + want + "]");
+  }
+  std::vector<T> values(static_cast<std::size_t>(t.numel()));
+  std::memcpy(values.data(), t.bytes.data(), values.size() * sizeof(T));
+  if constexpr (std::is_floating_point_v<T>)
+    for (T v : values)
+      if (!std::isfinite(v)) throw Error(ErrorCode::format, store.source() + ": tensor '" + name + "' is not finite");
+  return values;
+}
+
+// The "acm" section and its tensors, checked against the model's shape.
+execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorStore& store, const PackageModel& model,
+                                 const std::string& where) {
+  execute::acm::WidthSpec spec;
+  std::string field = "acm.learners";
+  try {
+    if (j.at("learners").get<std::string>() != "partition")
+      throw std::invalid_argument("\"" + j.at("learners").get<std::string>() + "\" is not supported (only partition)");
+    field = "acm.gate";
+    if (j.at("gate").get<std::string>() != "ridge_log_error")
+      throw std::invalid_argument("\"" + j.at("gate").get<std::string>() + "\" is not supported (only ridge_log_error)");
+    field = "acm.budget";
+    spec.budget = j.at("budget").get<double>();
+    if (!(spec.budget > 0 && spec.budget <= 1))
+      throw std::invalid_argument(std::to_string(spec.budget) + " is outside (0, 1]");
+    field = "acm.budget_grid";
+    for (const auto& b : j.at("budget_grid")) {
+      execute::acm::BudgetPoint point{b.at("budget").get<double>(), b.at("log_epsilon").get<float>(),
+                                      b.at("oracle_log_epsilon").get<float>()};
+      if (!(point.budget > 0 && point.budget <= 1) || (!spec.budgets.empty() && point.budget <= spec.budgets.back().budget))
+        throw std::invalid_argument("budgets must lie in (0, 1], ascending");
+      spec.budgets.push_back(point);
+    }
+    field = "acm.layers";
+    int previous = -1;
+    for (const auto& entry : j.at("layers")) {
+      execute::acm::LayerSpec l;
+      l.layer = entry.at("layer").get<int>();
+      l.learners = entry.at("learners").get<int>();
+      field = "acm.layers[" + std::to_string(spec.layers.size()) + "]";
+      if (l.layer < 0 || l.layer >= model.layers)
+        throw std::invalid_argument("layer " + std::to_string(l.layer) + " is outside the model's " +
+                                    std::to_string(model.layers) + " layers");
+      if (l.layer <= previous) throw std::invalid_argument("layers must be listed once each, ascending");
+      if (l.learners < 1 || l.learners > model.ffn_size)
+        throw std::invalid_argument(std::to_string(l.learners) + " learners for an FFN of width " +
+                                    std::to_string(model.ffn_size));
+      previous = l.layer;
+      spec.layers.push_back(std::move(l));
+      field = "acm.layers";
+    }
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
+  }
+  const std::int64_t H = model.hidden_size, F = model.ffn_size;
+  for (auto& l : spec.layers) {
+    const std::int64_t N = l.learners;
+    l.order = checked_tensor<std::int32_t>(store, acm_tensor_name(l.layer, "order"), format::DType::i32, {F});
+    std::vector<char> seen(F, 0);
+    for (int n : l.order) {
+      if (n < 0 || n >= F || seen[n])
+        throw Error(ErrorCode::model, store.source() + ": tensor '" + acm_tensor_name(l.layer, "order") +
+                                          "' is not a permutation of the FFN's " + std::to_string(F) + " neurons");
+      seen[n] = 1;
+    }
+    l.gate_weight = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H});
+    l.gate_bias = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N});
+    l.corrections = checked_tensor<float>(store, acm_tensor_name(l.layer, "corrections"), format::DType::f32, {N + 1, H});
+  }
+  return spec;
+}
+
 }  // namespace
 
 void write_package(const fs::path& dir, const RouterPackage& p) {
-  if (!p.proposer && !p.mod) throw Error(ErrorCode::internal, "write_package: neither a proposer nor MoD routers");
+  if (!p.proposer && !p.mod && !p.acm)
+    throw Error(ErrorCode::internal, "write_package: neither a proposer nor MoD routers nor ACM gates");
   std::vector<std::vector<std::uint16_t>> f16_storage;
   f16_storage.reserve(1);  // the tensors below point into it
   std::vector<format::TensorToWrite> tensors;
@@ -207,6 +301,17 @@ void write_package(const fs::path& dir, const RouterPackage& p) {
       tensors.push_back({mod_tensor_name(b.layer), format::DType::f32, {static_cast<std::int64_t>(b.weight.size())},
                          bytes_of(b.weight)});
     j["mod"] = mod_json(*p.mod, p.mod_fit);
+  }
+  if (p.acm) {
+    for (const auto& l : p.acm->layers) {
+      const std::int64_t N = l.learners, H = static_cast<std::int64_t>(l.gate_weight.size()) / std::max<std::int64_t>(N, 1);
+      tensors.push_back({acm_tensor_name(l.layer, "order"), format::DType::i32, {static_cast<std::int64_t>(l.order.size())},
+                         bytes_of(l.order)});
+      tensors.push_back({acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H}, bytes_of(l.gate_weight)});
+      tensors.push_back({acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N}, bytes_of(l.gate_bias)});
+      tensors.push_back({acm_tensor_name(l.layer, "corrections"), format::DType::f32, {N + 1, H}, bytes_of(l.corrections)});
+    }
+    j["acm"] = acm_json(*p.acm, p.acm_fit);
   }
   format::write_safetensors(dir / kPackageTensors, tensors, {{"format", "skim-package"}});
   const std::string text = j.dump(1) + "\n";
@@ -243,9 +348,9 @@ RouterPackage read_package(const fs::path& dir, const PackageModel& model) {
       p.certificate = certificate_from(j.at("certificate"));
       field = "calibration";
       p.calibration = j.value("calibration", nlohmann::json::object());
-    } else if (!j.contains("mod")) {
+    } else if (!j.contains("mod") && !j.contains("acm")) {
       field = "proposer";
-      throw std::invalid_argument("missing: the package holds neither a proposer nor MoD routers");
+      throw std::invalid_argument("missing: the package holds neither a proposer nor MoD routers nor ACM gates");
     }
   } catch (const std::exception& e) {
     throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
@@ -261,6 +366,10 @@ RouterPackage read_package(const fs::path& dir, const PackageModel& model) {
   if (j.contains("mod")) {
     p.mod = mod_from(j["mod"], store, model, where);
     p.mod_fit = j["mod"].value("fit", nlohmann::json::object());
+  }
+  if (j.contains("acm")) {
+    p.acm = acm_from(j["acm"], store, model, where);
+    p.acm_fit = j["acm"].value("fit", nlohmann::json::object());
   }
   if (!j.contains("proposer")) return p;
 

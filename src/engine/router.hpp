@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "execute/acm/adaptive_ffn.hpp"
 #include "execute/mod/token_routing.hpp"
 #include "gate/monitor.hpp"
 #include "propose/ngram.hpp"
@@ -21,12 +22,15 @@
 namespace skim {
 
 // What skim.json and skim.safetensors hold: the meaning-first router (when
-// a proposer is present), Mixture-of-Depths routers (when fitted), or both.
+// a proposer is present), Mixture-of-Depths routers and ACM gates (when
+// fitted), in any combination.
 struct RouterPackage {
   std::string model_hash;           // model_content_hash of the model it was calibrated for
   std::vector<std::string> labels;  // the model's id2label
   std::optional<execute::mod::Routing> mod;
   nlohmann::json mod_fit = nlohmann::json::object();  // how the MoD routers were fitted
+  std::optional<execute::acm::WidthSpec> acm;          // adaptive FFNs (ACM)
+  nlohmann::json acm_fit = nlohmann::json::object();  // how their gates were fitted
   std::optional<propose::NgramClassifier> proposer;
   propose::RuleSet rules;
   std::vector<std::string> never_cache;
@@ -49,7 +53,8 @@ void write_package(const std::filesystem::path& dir, const RouterPackage& packag
 struct PackageModel {
   std::vector<std::string> labels;  // id2label
   std::string hash;                 // model_content_hash
-  int layers = 0, hidden_size = 0;  // for MoD routers
+  int layers = 0, hidden_size = 0;  // for MoD routers and ACM gates
+  int ffn_size = 0;                 // for ACM neuron orders
 };
 
 // Reads and validates the package in `dir` for `model`; skim::Error naming

@@ -21,6 +21,16 @@ std::vector<float> load(const format::TensorStore& store, const std::string& nam
   return format::to_f32(store.require(name, shape));
 }
 
+// Hugging Face saves BERT with or without the "bert." prefix (with it when
+// a task head sits beside the encoder).
+std::string weight_prefix(const format::TensorStore& store) {
+  return store.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+}
+
+std::string layer_prefix(const format::TensorStore& store, int layer) {
+  return weight_prefix(store) + "encoder.layer." + std::to_string(layer) + ".";
+}
+
 std::vector<float> concat(std::initializer_list<std::vector<float>> parts) {
   std::vector<float> all;
   for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
@@ -46,7 +56,7 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
                          const kernels::Backend& backend, kernels::WeightPrecision precision)
     : config_(config), backend_(backend) {
   const std::int64_t H = config.hidden_size, I = config.intermediate_size;
-  const std::string prefix = store.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
+  const std::string prefix = weight_prefix(store);
   const std::string emb = prefix + "embeddings.";
   word_embeddings_ = load(store, emb + "word_embeddings.weight", {config.vocab_size, H});
   position_embeddings_ = load(store, emb + "position_embeddings.weight", {config.max_position_embeddings, H});
@@ -55,7 +65,7 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
   embedding_norm_beta_ = load(store, emb + "LayerNorm.bias", {H});
 
   for (int l = 0; l < config.num_hidden_layers; ++l) {
-    const std::string p = prefix + "encoder.layer." + std::to_string(l) + ".";
+    const std::string p = layer_prefix(store, l);
     auto w = [&](const std::string& n, const Shape& s) { return load(store, p + n, s); };
     auto qkv_w = concat({w("attention.self.query.weight", {H, H}), w("attention.self.key.weight", {H, H}),
                          w("attention.self.value.weight", {H, H})});
@@ -91,7 +101,16 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
 
 BertEncoder::~BertEncoder() = default;
 
-EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence)
+acm::FfnWeights BertEncoder::ffn_weights(const format::TensorStore& store, const format::EncoderConfig& config,
+                                     int layer) {
+  const std::int64_t H = config.hidden_size, I = config.intermediate_size;
+  const std::string p = layer_prefix(store, layer);
+  return {load(store, p + "intermediate.dense.weight", {I, H}), load(store, p + "intermediate.dense.bias", {I}),
+          load(store, p + "output.dense.weight", {H, I}), load(store, p + "output.dense.bias", {H})};
+}
+
+EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence,
+                                   const acm::WidthGating* width)
     : max_rows_(max_rows),
       max_sequence_(max_sequence),
       threads_(kernels::hardware_threads()),
@@ -113,6 +132,12 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
   segments_.reserve(max_rows);
   first_rows_.reserve(max_rows);
   routing_.before.resize(rows * H);
+  if (width && !width->layers.empty()) {
+    std::size_t learner_floats = 0;
+    for (const auto& l : width->layers)
+      learner_floats = std::max(learner_floats, l.ffn_learners().scratch_floats(max_rows));
+    width_ = acm::WidthScratch(max_rows, c.hidden_size, width->max_learners(), learner_floats);
+  }
 }
 
 void BertEncoder::embed(const TokenBatch& batch, EncoderWorkspace& ws) const {
@@ -158,23 +183,33 @@ FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws,
 }
 
 FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws, const mod::TokenRouting& routing) const {
+  return encode(batch, ws, Skipping{&routing, nullptr});
+}
+
+FlopCount BertEncoder::encode(const TokenBatch& batch, EncoderWorkspace& ws, const Skipping& skip) const {
   embed(batch, ws);
   const int rows = batch.rows(), H = config_.hidden_size;
   auto& scratch = ws.routing_;
   FlopCount flops;
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    if (routing.needs_contribution(l))
-      mod::measure_contributions(ws.hidden_.data(), rows, H, scratch,
-                                 [&] { layer_forward(l, batch, ws, RowSelection::every_row()); });
-    FlopCount f = layer_forward(l, batch, ws, routing.select(l, ws.hidden_.data(), H, batch, scratch));
-    f.executed += routing.router_flops(l, rows, H);
+    RowSelection selection = RowSelection::every_row();
+    double router_flops = 0;
+    if (const auto* routing = skip.tokens) {
+      if (routing->needs_contribution(l))
+        mod::measure_contributions(ws.hidden_.data(), rows, H, scratch,
+                                   [&] { layer_forward(l, batch, ws, RowSelection::every_row()); });
+      selection = routing->select(l, ws.hidden_.data(), H, batch, scratch);
+      router_flops = routing->router_flops(l, rows, H);
+    }
+    FlopCount f = layer_forward(l, batch, ws, selection, skip.width);
+    f.executed += router_flops;
     flops += f;
   }
   return flops;
 }
 
-FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWorkspace& ws,
-                                     const RowSelection& sel) const {
+FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWorkspace& ws, const RowSelection& sel,
+                                     const acm::WidthRouting* width, const FfnProbe& ffn_probe) const {
   const Layer& layer = *layers_[l];
   const int rows = batch.rows(), H = config_.hidden_size, I = config_.intermediate_size;
   const int heads = config_.num_attention_heads, head_dim = H / heads;
@@ -234,19 +269,26 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
       ws.attention_scratch_.data(), ws.threads_);
   layer.attention_output(ws.context_.data(), x, active, scratch);
   kernels::LayerNorm{layer.norm1_gamma.data(), layer.norm1_beta.data(), H, config_.layer_norm_eps}(x, H, active);
-  layer.intermediate(x, ws.intermediate_.data(), active, scratch);
-  layer.output(ws.intermediate_.data(), x, active, scratch);
+  const acm::AdaptiveFfn* adaptive = width ? width->gating.find(l) : nullptr;
+  FlopCount ffn;
+  if (adaptive) {
+    ffn = (*adaptive)(x, x, active, width->rule, ws.width_, scratch);
+  } else {
+    layer.intermediate(x, ws.intermediate_.data(), active, scratch);
+    if (ffn_probe) ffn_probe(x, ws.intermediate_.data(), active);
+    layer.output(ws.intermediate_.data(), x, active, scratch);
+    ffn.executed = Linear::flops(active, H, I) + Linear::flops(active, I, H);
+  }
   kernels::LayerNorm{layer.norm2_gamma.data(), layer.norm2_beta.data(), H, config_.layer_norm_eps}(x, H, active);
   if (!sel.all) kernels::scatter_rows(x, H, sel.rows, ws.hidden_.data(), H, H);
 
-  auto per_row = [&](int n) {
-    return Linear::flops(n, H, H) + Linear::flops(n, H, I) + Linear::flops(n, I, H);
-  };
   const double qkv = Linear::flops(rows, H, 3 * H);
   const double projections = split_query ? Linear::flops(rows, H, 2 * H) + Linear::flops(active, H, H) : qkv;
   FlopCount f;
-  f.executed = projections + per_row(active) + 4.0 * attention_pairs * H;
-  f.dense = qkv + per_row(rows) + 4.0 * dense_attention_pairs * H;
+  f.ffn_executed = ffn.executed;
+  f.ffn_dense = Linear::flops(rows, H, I) + Linear::flops(rows, I, H);
+  f.executed = projections + Linear::flops(active, H, H) + f.ffn_executed + 4.0 * attention_pairs * H;
+  f.dense = qkv + Linear::flops(rows, H, H) + f.ffn_dense + 4.0 * dense_attention_pairs * H;
   return f;
 }
 

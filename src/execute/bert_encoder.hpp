@@ -2,11 +2,13 @@
 // The BERT-family encoder (post-LayerNorm, erf GELU, learned positions,
 // token types): weights packed once at construction, immutable afterwards;
 // all activations live in a caller-owned EncoderWorkspace.
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "execute/acm/adaptive_ffn.hpp"
 #include "execute/flop_count.hpp"
 #include "execute/mod/token_routing.hpp"
 #include "execute/token_batch.hpp"
@@ -21,17 +23,29 @@ namespace skim::execute {
 
 class BertEncoder;
 
+// What one forward pass skips; either part may be absent.
+struct Skipping {
+  const mod::TokenRouting* tokens = nullptr;  // Mixture-of-Depths: rows a block runs
+  const acm::WidthRouting* width = nullptr;   // Adaptive Computation Modules: learners a row's FFN runs
+};
+
 // Per-session activations, allocated once for at most `max_rows` packed tokens
-// and `max_sequence` tokens per sequence.
+// and `max_sequence` tokens per sequence (and, given `width`, for its
+// adaptive FFNs).
 class EncoderWorkspace {
  public:
-  EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence);
+  EncoderWorkspace(const BertEncoder& encoder, int max_rows, int max_sequence,
+                   const acm::WidthGating* width = nullptr);
   float* hidden() noexcept { return hidden_.data(); }
   const float* hidden() const noexcept { return hidden_.data(); }
   const float* logits() const noexcept { return logits_.data(); }
   int max_rows() const noexcept { return max_rows_; }
   int max_sequence() const noexcept { return max_sequence_; }
   mod::RoutingScratch& routing_scratch() noexcept { return routing_; }
+  // Learners each row ran in the last adaptive FFN (per row of that layer's input).
+  const acm::WidthScratch& width_scratch() const noexcept { return width_; }
+  // FFN activations (rows × intermediate) of the last layer run, for calibration.
+  const float* ffn_activations() const noexcept { return intermediate_.data(); }
 
  private:
   friend class BertEncoder;
@@ -44,6 +58,7 @@ class EncoderWorkspace {
   std::vector<kernels::AttentionSegment> segments_;
   std::vector<std::int32_t> first_rows_;
   mod::RoutingScratch routing_;
+  acm::WidthScratch width_;
 };
 
 class BertEncoder {
@@ -60,6 +75,8 @@ class BertEncoder {
   FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws, std::span<const RowSelection> selections) const;
   // The same with Mixture-of-Depths routing decided layer by layer.
   FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws, const mod::TokenRouting& routing) const;
+  // The same with whatever `skip` asks for.
+  FlopCount encode(const TokenBatch& batch, EncoderWorkspace& ws, const Skipping& skip) const;
   // Embeddings and their LayerNorm alone: ws.hidden() then holds layer 0's
   // input (for calibration, which steps through layer_forward itself).
   void embed(const TokenBatch& batch, EncoderWorkspace& ws) const;
@@ -74,9 +91,17 @@ class BertEncoder {
   int layers() const noexcept { return config_.num_hidden_layers; }
   const kernels::Backend& backend() const noexcept { return backend_; }
 
-  // One layer on the given rows (exposed for tests and benchmarks).
-  FlopCount layer_forward(int layer, const TokenBatch& batch, EncoderWorkspace& ws,
-                          const RowSelection& rows) const;
+  // One layer on the given rows (exposed for tests, benchmarks and
+  // calibration), its FFN adaptive if `width` has this layer. `ffn_probe`,
+  // when set, sees the FFN's input (rows × hidden) and activations (rows ×
+  // intermediate) of a dense FFN before its down-projection.
+  using FfnProbe = std::function<void(const float* input, const float* activations, int rows)>;
+  FlopCount layer_forward(int layer, const TokenBatch& batch, EncoderWorkspace& ws, const RowSelection& rows,
+                          const acm::WidthRouting* width = nullptr, const FfnProbe& ffn_probe = {}) const;
+
+  // A layer's FFN weights as stored in the model (for fitting adaptive FFNs):
+  // up [I, H], up bias [I], down [H, I], down bias [H].
+  static acm::FfnWeights ffn_weights(const format::TensorStore& store, const format::EncoderConfig& config, int layer);
 
  private:
   struct Layer;

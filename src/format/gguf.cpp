@@ -278,7 +278,8 @@ std::uint32_t ggml_type_of(DType dtype) noexcept {
     case DType::f16: return ggml_f16;
     case DType::bf16: return ggml_bf16;
     case DType::q8_0: return ggml_q8_0;
-    case DType::u64: break;  // no GGUF tensor type; the writer rejects it first
+    case DType::u64:
+    case DType::i32: break;  // not GGUF tensor types here; the writer rejects them first
   }
   return ggml_f32;
 }

@@ -95,7 +95,8 @@ std::uint64_t checked_byte_count(const std::filesystem::path& path, const GgufTe
     fail_argument(path, name + " has " + std::to_string(tensor.shape.size()) +
                             " dimensions, GGUF allows at most 4");
   }
-  if (tensor.dtype == DType::u64) fail_argument(path, name + " is U64, which GGUF has no tensor type for");
+  if (tensor.dtype == DType::u64 || tensor.dtype == DType::i32)
+    fail_argument(path, name + " is " + std::string(to_string(tensor.dtype)) + ", which skim does not write to GGUF");
   std::int64_t numel = 1;
   for (std::int64_t dim : tensor.shape) {
     if (dim < 0) fail_argument(path, name + " has a negative dimension in shape " + shape_string(tensor.shape));

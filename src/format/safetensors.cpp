@@ -26,7 +26,7 @@ constexpr std::size_t header_length_bytes = 8;
 // The dtypes the safetensors format defines that skim does not read: these are
 // "unsupported"; any other string is not a safetensors dtype at all ("format").
 constexpr std::string_view other_safetensors_dtypes[] = {
-    "BOOL", "U8",  "I8",  "U16",     "I16",     "U32",     "I32",  "I64",
+    "BOOL", "U8",  "I8",  "U16",     "I16",     "U32",     "I64",
     "F64",  "C64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2",
 };
 
@@ -35,6 +35,7 @@ std::optional<DType> dtype_from_name(std::string_view name) {
   if (name == "F16") return DType::f16;
   if (name == "BF16") return DType::bf16;
   if (name == "U64") return DType::u64;
+  if (name == "I32") return DType::i32;
   return std::nullopt;
 }
 

@@ -22,6 +22,7 @@ std::string_view to_string(DType dtype) noexcept {
     case DType::bf16: return "BF16";
     case DType::q8_0: return "Q8_0";
     case DType::u64: return "U64";
+    case DType::i32: return "I32";
   }
   return "?";
 }
@@ -33,6 +34,7 @@ std::size_t element_size(DType dtype) noexcept {
     case DType::bf16: return 2;
     case DType::q8_0: return 0;  // a block type: see byte_size
     case DType::u64: return 8;
+    case DType::i32: return 4;
   }
   return 0;
 }
@@ -178,7 +180,9 @@ void convert_to_f32(const TensorView& tensor, std::span<float> out) {
     case DType::bf16: bf16_to_f32(tensor.bytes.data(), count, out.data()); return;
     case DType::q8_0: q8_0_to_f32(tensor.bytes.data(), count, out.data()); return;
     case DType::u64:
-      throw Error(ErrorCode::model, tensor.file + ": tensor '" + tensor.name + "' is U64 (integers), not a float tensor");
+    case DType::i32:
+      throw Error(ErrorCode::model, tensor.file + ": tensor '" + tensor.name + "' is " + std::string(to_string(tensor.dtype)) +
+                                        " (integers), not a float tensor");
   }
 }
 

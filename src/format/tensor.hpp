@@ -11,7 +11,7 @@ namespace skim::format {
 // Element types skim reads from model files. q8_0 is GGUF's Q8_0: blocks of 32
 // values, each block one fp16 scale d then 32 int8 q (value = d·q), 34 bytes.
 // u64 is not a weight type: skim's own package stores 64-bit fingerprints in it.
-enum class DType { f32, f16, bf16, q8_0, u64 };
+enum class DType { f32, f16, bf16, q8_0, u64, i32 };
 std::string_view to_string(DType dtype) noexcept;
 // Bytes per element of a plain (unblocked) type; 0 for a block type (q8_0),
 // whose size only byte_size gives.

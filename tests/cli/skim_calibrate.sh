@@ -57,6 +57,32 @@ check "bad mod capacity named" grep -q 'outside (0, 1\]' "$tmp/err"
 check "no train, no mod exit 2" test $? -eq 2
 check "no train, no mod explained" grep -q -- '--train is required' "$tmp/err"
 
+# ACM gates, with the MoD routers, in one command; the eval reports FFN FLOPs.
+mkdir "$tmp/acm"
+for f in config.json model.safetensors vocab.txt; do ln -s "$(realpath "$model/$f")" "$tmp/acm/$f"; done
+"$calibrate" --model "$tmp/acm" --calib "$heldout" --mod-capacity 0.5 --mod-layers 1,2,3 --acm-budget 0.5 --threads 2 \
+  >"$tmp/out" 2>"$tmp/err"
+check "acm calibrate exit 0" test $? -eq 0
+check "acm calibrate summary" grep -qE '^acm: 4 adaptive FFNs of 4 learners' "$tmp/out"
+"$eval" --model "$tmp/acm" --data "$heldout" --no-router --threads 2 >"$tmp/acm.json" 2>"$tmp/err"
+check "acm eval exit 0" test $? -eq 0
+python3 - "$tmp/acm.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["acm"]["gate"] == "learned" and j["acm"]["learners"] == 4, j["acm"]
+assert j["mod"] is not None, "the MoD routers are gone"
+assert j["transformer_ffn_flops"] < 0.8 * j["transformer_dense_ffn_flops"], "ACM executed no fewer FFN FLOPs"
+PY
+check "acm eval executes fewer FFN FLOPs" test $? -eq 0
+"$eval" --model "$tmp/acm" --data "$heldout" --no-router --acm off >"$tmp/off.json" 2>"$tmp/err"
+check "acm off eval" grep -q '"acm": null' "$tmp/off.json"
+"$eval" --model "$tmp/acm" --data "$heldout" --no-router --acm-budget 0 >"$tmp/out" 2>"$tmp/err"
+check "bad acm budget exit 2" test $? -eq 2
+check "bad acm budget named" grep -q 'outside (0, 1\]' "$tmp/err"
+"$calibrate" --model "$tmp/acm" --calib "$heldout" --acm-budget 1.2 >"$tmp/out" 2>"$tmp/err"
+check "bad calibrate acm budget exit 2" test $? -eq 2
+check "bad calibrate acm budget named" grep -q 'ACM budget 1.2.* is outside (0, 1\]' "$tmp/err"
+
 # Bad input: one line on stderr, exit code 2, naming what is wrong.
 printf 'turn on the lights\n' >"$tmp/nolabel.tsv"
 "$calibrate" --model "$tmp/model" --train "$tmp/nolabel.tsv" --calib "$heldout" >"$tmp/out" 2>"$tmp/err"

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "format/safetensors_writer.hpp"
+#include "skim/data.hpp"
 #include "temp_dir.hpp"  // fresh_temp_dir, for callers of write_tiny_bert
 
 namespace skim::testing {
@@ -93,6 +94,20 @@ inline std::filesystem::path write_tiny_bert(const std::filesystem::path& dir, c
   add("classifier.bias", {spec.labels}, 0);
   format::write_safetensors(dir / "model.safetensors", tensors);
   return dir;
+}
+
+// Labelled texts of the tiny vocabulary, enough tokens to fit MoD routers or
+// ACM gates on 32 dimensions.
+inline std::vector<skim::LabelledText> tiny_texts(int n) {
+  const char* words[] = {"turn", "on", "off", "the", "lights", "what", "is", "my", "balance", "play",
+                         "music", "set", "an", "alarm", "for", "tomorrow", "please", "how", "are", "you"};
+  std::vector<skim::LabelledText> rows;
+  for (int i = 0; i < n; ++i) {
+    std::string text;
+    for (int w = 0; w < 4 + i % 9; ++w) text += std::string(w ? " " : "") + words[(i * 7 + w * 3) % 20];
+    rows.push_back({text, "label_" + std::to_string(i % 3)});
+  }
+  return rows;
 }
 
 }  // namespace skim::testing

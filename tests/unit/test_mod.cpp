@@ -29,19 +29,6 @@ TokenBatch two_sequences() {
   return batch;
 }
 
-// Texts of the tiny vocabulary, enough tokens to fit routers on 32 dims.
-std::vector<skim::LabelledText> tiny_texts(int n) {
-  const char* words[] = {"turn", "on", "off", "the", "lights", "what", "is", "my", "balance", "play",
-                         "music", "set", "an", "alarm", "for", "tomorrow", "please", "how", "are", "you"};
-  std::vector<skim::LabelledText> rows;
-  for (int i = 0; i < n; ++i) {
-    std::string text;
-    for (int w = 0; w < 4 + i % 9; ++w) text += std::string(w ? " " : "") + words[(i * 7 + w * 3) % 20];
-    rows.push_back({text, "label_" + std::to_string(i % 3)});
-  }
-  return rows;
-}
-
 }  // namespace
 
 TEST(ModSelection, KeepsTheBestScoredShareOfEachSequenceAndItsFirstToken) {

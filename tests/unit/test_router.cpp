@@ -217,9 +217,11 @@ TEST_F(RouterTest, APackageForAnotherModelOrCorruptedIsRejected) {
     std::ofstream(dir / "skim.json") << j.dump(1);
   }
   expect_error([&] { Engine::open(dir.path()); }, ErrorCode::model, {"skim.json", "another model", "skim-calibrate"});
-  // The package is read while anything in it may be used (MoD routers too).
+  // The package is read while anything in it may be used (MoD routers and ACM gates too).
   expect_error([&] { Engine::open(dir.path(), Options().router(false)); }, ErrorCode::model, {"another model"});
-  EXPECT_NO_THROW(Engine::open(dir.path(), Options().router(false).mod(false)));
+  expect_error([&] { Engine::open(dir.path(), Options().router(false).mod(false)); }, ErrorCode::model,
+               {"another model"});
+  EXPECT_NO_THROW(Engine::open(dir.path(), Options().router(false).mod(false).acm(false)));
 
   fs::copy_file(report_->skim_json, dir / "skim.json", fs::copy_options::overwrite_existing);
   auto bytes = testing::read_file_bytes(dir / "skim.safetensors");

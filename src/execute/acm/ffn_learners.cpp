@@ -78,9 +78,16 @@ FlopCount FfnLearners::operator()(const float* x, float* y, std::span<const int>
       kernels::swiglu(hidden_buffer, 2 * group.width, gated, group.width, rows, group.width);
       group.down(gated, y, rows, scratch);
     }
-    flops.executed += group.up.flops(rows) + group.down.flops(rows);
   }
+  flops.executed = this->flops(rows_for);
   return flops;
+}
+
+double FfnLearners::flops(std::span<const int> rows_for) const noexcept {
+  double total = 0;
+  for (std::size_t g = 0; g < groups_.size() && g < rows_for.size(); ++g)
+    if (rows_for[g] > 0) total += groups_[g].up.flops(rows_for[g]) + groups_[g].down.flops(rows_for[g]);
+  return total;
 }
 
 }  // namespace skim::execute::acm

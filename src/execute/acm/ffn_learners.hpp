@@ -21,12 +21,22 @@ enum class Activation {
   swiglu,  // LLaMA: down(silu(gate(x)) ⊙ up(x)), no biases
 };
 
+// An FFN's weights as a model stores them: up [F, H] (SwiGLU: gate then up,
+// [2F, H]), up bias [F] or empty, down [H, F], down bias [H] or empty.
+struct FfnWeights {
+  std::vector<float> up, up_bias, down, down_bias;
+};
+
 class FfnLearners {
  public:
   // up: [F, H] (GELU) or gate then up, [2F, H] (SwiGLU), rows indexed by
   // neuron; up_bias: F values or empty; down: [H, F]; down_bias: H or empty.
   // order: a permutation of the F neurons, most important first; learners N
   // ≥ 1 and ≤ F (groups differ in size by at most one neuron).
+  FfnLearners(const kernels::Backend& backend, Activation activation, const FfnWeights& weights, int hidden, int ffn,
+              std::span<const int> order, int learners, kernels::WeightPrecision precision = kernels::WeightPrecision::f32)
+      : FfnLearners(backend, activation, weights.up, weights.up_bias, weights.down, weights.down_bias, hidden, ffn, order,
+                    learners, precision) {}
   FfnLearners(const kernels::Backend& backend, Activation activation, std::span<const float> up,
               std::span<const float> up_bias, std::span<const float> down, std::span<const float> down_bias,
               int hidden, int ffn, std::span<const int> order, int learners,
@@ -45,6 +55,8 @@ class FfnLearners {
   FlopCount operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
                        float* hidden_buffer) const;
   std::size_t scratch_floats(int rows) const noexcept;
+  // FLOPs of running learner i on rows_for[i] rows.
+  double flops(std::span<const int> rows_for) const noexcept;
 
  private:
   struct Group {

@@ -1,0 +1,320 @@
+#include "calibrate/acm_fit.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+
+#include "execute/bert_encoder.hpp"
+#include "kernels/backend.hpp"
+#include "skim/error.hpp"
+
+namespace skim::calibration {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using execute::acm::BudgetPoint;
+using execute::acm::FfnLearners;
+using execute::acm::Gate;
+using execute::acm::LayerSpec;
+using kernels::Linear;
+
+constexpr float kLogErrorFloor = -14.f;  // log(‖·‖/‖x‖) below ~1e-6 is rounding
+
+// What the recording pass keeps of one layer: Σ|a_j| over every token, and
+// the FFN inputs of a sample of tokens (every stride-th), each marked
+// fitting or held out (every fifth text is held out).
+struct Recording {
+  std::vector<double> activation_sum;
+  std::size_t tokens = 0;
+  std::vector<float> inputs;  // rows × H
+  std::vector<char> held_out;
+  int rows() const noexcept { return static_cast<int>(held_out.size()); }
+};
+
+// Per layer after fitting: each kept row's true and predicted log error
+// per prefix (rows × N), for the budget grid.
+struct Errors {
+  std::vector<float> truth, predicted;
+};
+
+std::vector<int> acm_layers(int L, const std::vector<int>& asked) {
+  std::vector<int> layers = asked;
+  if (layers.empty()) {
+    layers.resize(L);
+    std::iota(layers.begin(), layers.end(), 0);
+  }
+  for (int l : layers)
+    if (l < 0 || l >= L)
+      throw Error(ErrorCode::invalid_argument,
+                  "ACM layer " + std::to_string(l) + " is outside the model's layers 0–" + std::to_string(L - 1));
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
+  return layers;
+}
+
+// First k whose error is within log ε (N if none), as the runtime gate decides.
+int choose(const float* log_errors, int N, float log_epsilon) {
+  int k = 0;
+  while (k < N && log_errors[k] > log_epsilon) ++k;
+  return k;
+}
+
+// Mean k/N over every layer's kept rows at log ε.
+double width_share(const std::vector<Errors>& errors, int N, bool oracle, float log_epsilon) {
+  double sum = 0;
+  std::size_t n = 0;
+  for (const auto& e : errors) {
+    const auto& v = oracle ? e.truth : e.predicted;
+    for (std::size_t r = 0; r * N < v.size(); ++r, ++n) sum += choose(v.data() + r * N, N, log_epsilon);
+  }
+  return n ? sum / (static_cast<double>(n) * N) : 1.0;
+}
+
+// log ε at which the mean width share is `budget` (the share falls as ε grows).
+float bisect_log_epsilon(const std::vector<Errors>& errors, int N, bool oracle, double budget) {
+  float lo = kLogErrorFloor - 1, hi = 8.f;  // share(lo) = 1, share(hi) ≈ 0
+  for (int i = 0; i < 40; ++i) {
+    const float mid = 0.5f * (lo + hi);
+    (width_share(errors, N, oracle, mid) > budget ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+}  // namespace
+
+int default_learners(int ffn_width) { return std::clamp(ffn_width / 256, 4, 16); }
+
+AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, std::span<const std::string> texts,
+               const AcmFitOptions& options) {
+  const auto start = Clock::now();
+  if (!engine.encoder) throw Error(ErrorCode::invalid_argument, "ACM gates are fitted on encoders here (this model is a decoder)");
+  if (!(options.budget > 0 && options.budget <= 1))
+    throw Error(ErrorCode::invalid_argument, "ACM budget " + std::to_string(options.budget) + " is outside (0, 1]");
+  const auto& encoder = *engine.encoder;
+  const auto& config = encoder.config();
+  const int H = config.hidden_size, I = config.intermediate_size;
+  const int N = options.learners > 0 ? options.learners : default_learners(I);
+  if (N > I)
+    throw Error(ErrorCode::invalid_argument, "ACM: " + std::to_string(N) + " learners for an FFN of width " +
+                                                 std::to_string(I) + " (need 1 to " + std::to_string(I) + ")");
+  const std::vector<int> layers = acm_layers(encoder.layers(), options.layers);
+  const auto& progress = options.progress;
+  kernels::set_thread_count(engine.options.threads());
+
+  // 1. Dense passes (with the MoD routing, if any): Σ|a_j| per neuron and
+  // a sample of FFN inputs per layer.
+  const Packed packed = pack(engine, texts);
+  const std::size_t needed = static_cast<std::size_t>(5) * (H + 1);
+  if (packed.tokens < needed)
+    throw Error(ErrorCode::invalid_argument, "ACM: the calibration texts hold " + std::to_string(packed.tokens) +
+                                                 " tokens; fitting gates on a hidden size of " + std::to_string(H) +
+                                                 " needs at least " + std::to_string(needed));
+  const std::size_t stride = std::max<std::size_t>(1, (packed.tokens + options.max_tokens - 1) / options.max_tokens);
+  std::vector<Recording> recorded(encoder.layers());
+  for (int l : layers) recorded[l].activation_sum.assign(I, 0.0);
+  auto ws = encoder_workspace(engine);
+  std::optional<execute::mod::TokenRouting> routing;
+  if (options.mod) routing.emplace(*options.mod, execute::mod::Scorer::learned, 0, encoder.has_classifier());
+  std::size_t text = 0;
+  for (std::size_t b = 0; b < packed.batches.size(); ++b) {
+    if (progress) progress("recording FFN activations", b, packed.batches.size());
+    const auto& batch = packed.batches[b];
+    // Which text each row of the batch belongs to, to hold out whole texts.
+    std::vector<std::size_t> text_of(batch.rows());
+    for (int s = 0; s < batch.sequences(); ++s)
+      std::fill(text_of.begin() + batch.offsets[s], text_of.begin() + batch.offsets[s + 1], text + s);
+    encoder.embed(batch, ws);
+    for (int l = 0; l < encoder.layers(); ++l) {
+      execute::RowSelection selection = execute::RowSelection::every_row();
+      if (routing) selection = routing->select(l, ws.hidden(), H, batch, ws.routing_scratch());
+      Recording& rec = recorded[l];
+      auto probe = [&](const float* x, const float* a, int rows) {
+        for (int r = 0; r < rows; ++r) {
+          const float* act = a + static_cast<std::size_t>(r) * I;
+          for (int j = 0; j < I; ++j) rec.activation_sum[j] += std::abs(act[j]);
+          const int row = selection.all ? r : selection.rows[r];
+          if ((rec.tokens++) % stride != 0) continue;
+          rec.inputs.insert(rec.inputs.end(), x + static_cast<std::size_t>(r) * H, x + static_cast<std::size_t>(r + 1) * H);
+          rec.held_out.push_back(text_of[row] % 5 == 4);
+        }
+      };
+      encoder.layer_forward(l, batch, ws, selection, nullptr,
+                            rec.activation_sum.empty() ? execute::BertEncoder::FfnProbe{} : probe);
+    }
+    text += batch.sequences();
+  }
+
+  // 2. Per layer: neuron order, learners, corrections, gate.
+  AcmFit fit;
+  fit.spec.budget = options.budget;
+  std::vector<Errors> errors;
+  nlohmann::json layer_reports = nlohmann::json::array();
+  const kernels::Backend& backend = encoder.backend();
+  kernels::Scratch gemm_scratch(backend);
+  constexpr int chunk = 1024;
+  std::vector<int> rows_for(N);
+  for (std::size_t li = 0; li < layers.size(); ++li) {
+    const int l = layers[li];
+    if (progress) progress("fitting gates", li, layers.size());
+    const Recording& rec = recorded[l];
+    const auto ffn = execute::BertEncoder::ffn_weights(weights, config, l);
+    LayerSpec spec;
+    spec.layer = l;
+    spec.learners = N;
+    std::vector<double> importance(I);
+    for (int j = 0; j < I; ++j) {
+      double column = 0;
+      for (int o = 0; o < H; ++o) column += double(ffn.down[static_cast<std::size_t>(o) * I + j]) * ffn.down[static_cast<std::size_t>(o) * I + j];
+      importance[j] = rec.activation_sum[j] / std::max<std::size_t>(rec.tokens, 1) * std::sqrt(column);
+    }
+    spec.order.resize(I);
+    std::iota(spec.order.begin(), spec.order.end(), 0);
+    std::stable_sort(spec.order.begin(), spec.order.end(), [&](int a, int b) { return importance[a] > importance[b]; });
+    const FfnLearners learners(backend, execute::acm::Activation::gelu, ffn, H, I, spec.order, N);
+
+    // Prefix sums P_k (k learners) and the FFN F = P_N per chunk of rows;
+    // `visit(first, count, full, prefix, k)` sees P_k for k = 0..N−1.
+    const int rows = rec.rows();
+    const std::size_t padded = static_cast<std::size_t>(Linear::padded_rows(chunk)) * H;
+    std::vector<float> x(padded), full(padded), prefix(padded), learner(learners.scratch_floats(chunk));
+    auto sweep = [&](auto&& visit) {
+      for (int first = 0; first < rows; first += chunk) {
+        const int count = std::min(chunk, rows - first);
+        std::copy(rec.inputs.begin() + static_cast<std::ptrdiff_t>(first) * H,
+                  rec.inputs.begin() + static_cast<std::ptrdiff_t>(first + count) * H, x.begin());
+        std::fill(full.begin(), full.end(), 0.f);
+        std::fill(prefix.begin(), prefix.end(), 0.f);
+        std::fill(rows_for.begin(), rows_for.end(), count);
+        learners(x.data(), full.data(), rows_for, gemm_scratch, learner.data());
+        for (int k = 0; k < N; ++k) {
+          visit(first, count, k);
+          std::fill(rows_for.begin(), rows_for.end(), 0);
+          rows_for[k] = count;
+          learners(x.data(), prefix.data(), rows_for, gemm_scratch, learner.data());
+        }
+      }
+    };
+    // c_k = mean over fitting rows of F − P_k (c_N = 0: all learners are the FFN).
+    std::vector<double> residual_sum(static_cast<std::size_t>(N) * H, 0.0);
+    std::size_t fitting_rows = 0;
+    for (int r = 0; r < rows; ++r) fitting_rows += !rec.held_out[r];
+    sweep([&](int first, int count, int k) {
+      for (int r = 0; r < count; ++r) {
+        if (rec.held_out[first + r]) continue;
+        for (int o = 0; o < H; ++o)
+          residual_sum[static_cast<std::size_t>(k) * H + o] +=
+              full[static_cast<std::size_t>(r) * H + o] - prefix[static_cast<std::size_t>(r) * H + o];
+      }
+    });
+    spec.corrections.assign(static_cast<std::size_t>(N + 1) * H, 0.f);
+    for (std::size_t i = 0; i < residual_sum.size(); ++i)
+      spec.corrections[i] = static_cast<float>(residual_sum[i] / std::max<std::size_t>(fitting_rows, 1));
+
+    // True log errors per prefix, and the gate's normal equations per k.
+    Errors e;
+    e.truth.assign(static_cast<std::size_t>(rows) * N, 0.f);
+    std::vector<Normal> fitting(N, Normal(H + 1)), held_out(N, Normal(H + 1));
+    Eigen::MatrixXf features(chunk, H + 1);
+    Eigen::VectorXf target(chunk);
+    sweep([&](int first, int count, int k) {
+      const float* c = spec.corrections.data() + static_cast<std::size_t>(k) * H;
+      for (int r = 0; r < count; ++r) {
+        const float* xr = x.data() + static_cast<std::size_t>(r) * H;
+        const float* f = full.data() + static_cast<std::size_t>(r) * H;
+        const float* p = prefix.data() + static_cast<std::size_t>(r) * H;
+        double err = 0, size = 0;
+        for (int o = 0; o < H; ++o) {
+          const double d = p[o] + c[o] - f[o];
+          err += d * d, size += double(xr[o]) * xr[o];
+        }
+        const float log_error =
+            std::max(kLogErrorFloor, static_cast<float>(0.5 * std::log(std::max(err, 1e-300) / std::max(size, 1e-300))));
+        e.truth[static_cast<std::size_t>(first + r) * N + k] = log_error;
+      }
+      for (int part = 0; part < 2; ++part) {
+        int n = 0;
+        for (int r = 0; r < count; ++r) {
+          if (rec.held_out[first + r] != part) continue;
+          for (int o = 0; o < H; ++o) features(n, o) = x[static_cast<std::size_t>(r) * H + o];
+          features(n, H) = 1.f;
+          target(n) = e.truth[static_cast<std::size_t>(first + r) * N + k];
+          ++n;
+        }
+        if (n > 0) (part ? held_out : fitting)[k].add(features.topRows(n), target.head(n));
+      }
+    });
+    spec.gate_weight.resize(static_cast<std::size_t>(N) * H);
+    spec.gate_bias.resize(N);
+    nlohmann::json gates = nlohmann::json::array();
+    for (int k = 0; k < N; ++k) {
+      const RidgeFit ridge = ridge_with_held_out(fitting[k], held_out[k]);
+      for (int o = 0; o < H; ++o) spec.gate_weight[static_cast<std::size_t>(k) * H + o] = static_cast<float>(ridge.weights(o));
+      spec.gate_bias[k] = static_cast<float>(ridge.weights(H));
+      gates.push_back({{"learners", k}, {"ridge_alpha", ridge.alpha}, {"held_out_r2", ridge.held_out_r2},
+                       {"mean_log_error", fitting[k].y_sum / std::max<std::size_t>(fitting[k].n, 1)}});
+    }
+    // The fitted gate's predictions on the same rows, for the budget grid.
+    e.predicted.resize(e.truth.size());
+    for (int r = 0; r < rows; ++r)
+      for (int k = 0; k < N; ++k) {
+        double v = spec.gate_bias[k];
+        const float* w = spec.gate_weight.data() + static_cast<std::size_t>(k) * H;
+        const float* xr = rec.inputs.data() + static_cast<std::size_t>(r) * H;
+        for (int o = 0; o < H; ++o) v += double(w[o]) * xr[o];
+        e.predicted[static_cast<std::size_t>(r) * N + k] = static_cast<float>(v);
+      }
+    double first_share = 0, total = 0;
+    for (int j = 0; j < I; ++j) total += importance[spec.order[j]], first_share += j < I / N ? importance[spec.order[j]] : 0;
+    layer_reports.push_back({{"layer", l}, {"rows", rows}, {"tokens_seen", rec.tokens},
+                             {"importance_share_of_first_learner", total > 0 ? first_share / total : 0.0},
+                             {"gates", gates}});
+    errors.push_back(std::move(e));
+    fit.spec.layers.push_back(std::move(spec));
+  }
+
+  // 3. One ε for every layer (errors are relative to the token's own ‖x‖,
+  // so comparable across layers), bisected per budget on a grid.
+  for (int step = 1; step <= 20; ++step) {
+    const double budget = step / 20.0;
+    fit.spec.budgets.push_back({budget, bisect_log_epsilon(errors, N, false, budget),
+                                bisect_log_epsilon(errors, N, true, budget)});
+  }
+
+  // 4. What it does on the calibration texts, at the budget asked for.
+  if (progress) progress("checking", 0, 1);
+  const execute::acm::WidthGating gating = execute::acm::build_width_gating(
+      fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(weights, config, layer); },
+      execute::acm::Activation::gelu, H, I, backend, kernels::WeightPrecision::f32);
+  const execute::acm::WidthRouting width{gating, gating.rule(Gate::learned)};
+  auto acm_ws = encoder_workspace(engine, &gating);
+  const execute::mod::TokenRouting* tokens = routing ? &*routing : nullptr;
+  const EncoderOutputs reference = run_packed(engine, packed, {tokens, nullptr}, acm_ws);
+  const EncoderOutputs adaptive = run_packed(engine, packed, {tokens, &width}, acm_ws);
+  const bool classifier = encoder.has_classifier();
+  fit.ffn_flops_share = adaptive.flops.ffn_executed / std::max(adaptive.flops.ffn_dense, 1.0);
+  fit.agreement = classifier ? argmax_agreement(reference, adaptive) : 1.0;
+  fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  nlohmann::json grid = nlohmann::json::array();
+  for (const auto& p : fit.spec.budgets)
+    grid.push_back({{"budget", p.budget}, {"log_epsilon", p.log_epsilon}, {"oracle_log_epsilon", p.oracle_log_epsilon}});
+  fit.report = {{"budget", options.budget},
+                {"learners", N},
+                {"layers", layers},
+                {"texts", texts.size()},
+                {"tokens", packed.tokens},
+                {"gate", "ridge regression of log relative error per prefix on the FFN input; k = first prefix within ε"},
+                {"per_layer", layer_reports},
+                {"budget_grid", grid},
+                {"with_mod", options.mod != nullptr},
+                {"ffn_flops_share", fit.ffn_flops_share},
+                {"flops_share", adaptive.flops.executed / std::max(reference.flops.dense, 1.0)},
+                {"output_change", output_change(reference, adaptive, classifier)},
+                {"argmax_agreement", fit.agreement},
+                {"seconds", fit.seconds}};
+  if (progress) progress("checking", 1, 1);
+  return fit;
+}
+
+}  // namespace skim::calibration

@@ -1,0 +1,50 @@
+#pragma once
+// Fitting Adaptive Computation Modules onto a pre-trained encoder's FFNs
+// from forward passes alone (DESIGN.md, "Width level"): order each FFN's
+// neurons by importance E|a_j|·‖W2[:, j]‖, cut them into learners, correct
+// each prefix by its mean residual c_k = E[FFN(x) − h_k(x)], and fit a gate
+// that predicts, per token, the log relative error log(‖h_k + c_k −
+// FFN(x)‖/‖x‖) of every prefix by ridge regression on the FFN input; a token
+// then runs the first prefix whose predicted error is within ε, and ε is
+// set by bisection to meet a width budget.
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "calibrate/fitting.hpp"
+#include "execute/acm/adaptive_ffn.hpp"
+#include "format/safetensors.hpp"
+#include "skim/calibrate.hpp"
+
+namespace skim::calibration {
+
+struct AcmFitOptions {
+  double budget = 0;        // target mean share of FFN width used, (0, 1]
+  int learners = 0;         // per FFN; 0: FFN width / 256, within [4, 16]
+  std::vector<int> layers;  // FFNs to make adaptive; empty: all
+  std::size_t max_tokens = 16384;  // token rows per layer kept to fit gates and corrections
+  // MoD routers already fitted: recorded passes run with them, so the gates
+  // learn the FFN inputs the routed model produces.
+  const execute::mod::Routing* mod = nullptr;
+  ProgressCallback progress;
+};
+
+struct AcmFit {
+  execute::acm::WidthSpec spec;
+  nlohmann::json report;
+  double ffn_flops_share = 1;  // on the calibration texts, at the budget
+  double agreement = 1;        // argmax agreement with the model without ACM
+  double seconds = 0;
+};
+
+// Throws skim::Error for a budget outside (0, 1], learners outside [1, FFN
+// width], a layer outside the model, or too few tokens (saying how many).
+AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, std::span<const std::string> texts,
+               const AcmFitOptions& options);
+
+// The learner count used when none is asked for.
+int default_learners(int ffn_width);
+
+}  // namespace skim::calibration
