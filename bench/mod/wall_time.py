@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""Mixture-of-Depths wall time against FLOPs on a BERT-base-shaped model.
+"""Mixture-of-Depths (--method mod) or Adaptive Computation Modules (--method
+acm) wall time against FLOPs on a BERT-base-shaped model.
 
 A randomly initialised BERT-base (12 x 768, 12 heads, FFN 3072; written by
 tests/reference/make_random_bert.py) gets learned routers fitted on it with
 skim-calibrate --mod-capacity C (forward passes over calibration paragraphs,
-routers on the default layers 2-10), then skim-eval runs evaluation paragraphs
-one request at a time with MoD off and on. Texts: TinyStories validation stories
+routers on the default layers 2-10), or ACM gates on every FFN with
+skim-calibrate --acm-budget (fitted once; each budget B is then asked of
+skim-eval --acm-budget B), then skim-eval runs evaluation paragraphs one
+request at a time with MoD (ACM) off and on. Texts: TinyStories validation stories
 (../shared/data/tinystories, CDLA-Sharing-1.0) cut to about --words words, so a
 request is about 128 tokens; calibration and evaluation stories do not overlap.
 The model's labels are random, so only cost is read here, not quality.
 
   flops share = transformer_flops / transformer_dense_flops (skim-eval, MoD on)
+  ffn share   = transformer_ffn_flops / transformer_dense_ffn_flops (ACM)
   wall share  = median seconds (MoD on) / median seconds (MoD off)
 Each setting is timed --repeats times, alternating off and on; medians, with min-max.
 
-Usage: bench/mod/wall_time.py [--build build] [--budgets 0.75,0.5,0.25] [--repeats 3]
-           [--threads 2] [--model DIR] [--out bench/mod/bert_base_wall_time.json]
+Usage: bench/mod/wall_time.py [--method mod|acm] [--build build] [--budgets 0.75,0.5,0.25]
+           [--repeats 3] [--threads 2] [--model DIR] [--out bench/<method>/bert_base_wall_time.json]
 """
 
 import argparse
@@ -59,8 +63,11 @@ def main():
     ap.add_argument("--words", type=int, default=100)
     ap.add_argument("--calib-texts", type=int, default=48)
     ap.add_argument("--eval-texts", type=int, default=32)
-    ap.add_argument("--out", default=os.path.join(HERE, "bert_base_wall_time.json"))
+    ap.add_argument("--method", default="mod", choices=["mod", "acm"])
+    ap.add_argument("--out", help="default bench/<method>/bert_base_wall_time.json")
     a = ap.parse_args()
+    out_path = a.out or os.path.join(REPO, "bench", a.method, "bert_base_wall_time.json")
+    acm = a.method == "acm"
     calibrate = os.path.join(a.build, "examples/skim-calibrate/skim-calibrate")
     evaluate = os.path.join(a.build, "examples/skim-eval/skim-eval")
     work = tempfile.mkdtemp(prefix="skim-mod-wall-")
@@ -74,40 +81,48 @@ def main():
         with open(os.path.join(work, name), "w", encoding="utf-8") as f:
             for t in rows:
                 f.write(f"{t}\tneutral\n")
-    results = {"command": " ".join(sys.argv), "texts": {"calib": len(calib), "eval": len(evaluation), "words": a.words},
+    results = {"command": " ".join(sys.argv), "method": a.method,
+               "texts": {"calib": len(calib), "eval": len(evaluation), "words": a.words},
                "threads": a.threads, "points": []}
-    print(f"{'budget':>7} {'layers':>28} {'flops':>7} {'wall':>7}  off s (min-max)     on s (min-max)     calib s")
+    print(f"{'budget':>7} {'layers':>28} {'flops':>7} {'ffn':>7} {'wall':>7}  off s (min-max)     on s (min-max)     calib s")
+    model = None
     for budget in a.budgets.split(","):
-        model = os.path.join(work, f"model-{budget}")
-        os.makedirs(model)
-        for name in os.listdir(source):
-            if not name.startswith("skim.") and name != "reference.json":
-                os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(model, name))
-        out = run([calibrate, "--model", model, "--calib", os.path.join(work, "calib.tsv"), "--mod-capacity", budget,
-                   "--threads", a.threads])
-        calib_seconds = json.load(open(os.path.join(model, "skim.json")))["mod"]["fit"]["seconds"]
-        off, on, flops = [], [], None
+        if model is None or not acm:
+            model = os.path.join(work, f"model-{budget}")
+            os.makedirs(model)
+            for name in os.listdir(source):
+                if not name.startswith("skim.") and name != "reference.json":
+                    os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(model, name))
+            out = run([calibrate, "--model", model, "--calib", os.path.join(work, "calib.tsv"),
+                       "--acm-budget" if acm else "--mod-capacity", budget, "--threads", a.threads])
+            calib_seconds = json.load(open(os.path.join(model, "skim.json")))[a.method]["fit"]["seconds"]
+        off, on, flops, ffn = [], [], None, None
         for _ in range(a.repeats):
             for mode, sink in (("off", off), ("on", on)):
-                j = json.loads(run([evaluate, "--model", model, "--data", os.path.join(work, "eval.tsv"), "--no-router",
-                                    "--threads", a.threads, "--mod", mode]))
+                cmd = [evaluate, "--model", model, "--data", os.path.join(work, "eval.tsv"), "--no-router",
+                       "--threads", a.threads, "--" + a.method, mode]
+                j = json.loads(run(cmd + (["--acm-budget", budget] if acm and mode == "on" else [])))
                 sink.append(j["seconds"])
                 if mode == "on":
                     flops = j["transformer_flops"] / j["transformer_dense_flops"]
-                    layers = j["mod"]["layers"] if j["mod"] else []
-        point = {"budget": float(budget), "layers": layers, "flops_share": flops,
+                    ffn = j["transformer_ffn_flops"] / j["transformer_dense_ffn_flops"]
+                    if acm:
+                        layers = [{"layer": l, "capacity": j["acm"]["budget"]} for l in j["acm"]["layers"]]
+                    else:
+                        layers = j["mod"]["layers"] if j["mod"] else []
+        point = {"budget": float(budget), "layers": layers, "flops_share": flops, "ffn_flops_share": ffn,
                  "wall_share": statistics.median(on) / statistics.median(off),
                  "seconds_off": off, "seconds_on": on, "calibration_seconds": calib_seconds,
                  "calibrate_stdout": out.strip().splitlines()[-2:]}
         results["points"].append(point)
         desc = ",".join(f"{l['layer']}:{l['capacity']:.3g}" for l in layers)
-        print(f"{budget:>7} {desc[:28]:>28} {flops:7.3f} {point['wall_share']:7.3f}  "
+        print(f"{budget:>7} {desc[:28]:>28} {flops:7.3f} {ffn:7.3f} {point['wall_share']:7.3f}  "
               f"{statistics.median(off):6.2f} ({min(off):.2f}-{max(off):.2f})  "
               f"{statistics.median(on):6.2f} ({min(on):.2f}-{max(on):.2f})  {calib_seconds:6.1f}", flush=True)
-    with open(a.out, "w") as f:
+    with open(out_path, "w") as f:
         json.dump(results, f, indent=1)
     shutil.rmtree(work)
-    print(f"wrote {a.out}")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

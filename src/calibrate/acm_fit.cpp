@@ -61,26 +61,31 @@ int choose(const float* log_errors, int N, float log_epsilon) {
   return k;
 }
 
-// Mean k/N over every layer's kept rows at log ε.
-double width_share(const std::vector<Errors>& errors, int N, bool oracle, float log_epsilon) {
+constexpr float kEveryLearner = kLogErrorFloor - 1;  // a log ε no prefix but the last meets
+
+// Mean k/N over a layer's kept rows at log ε.
+double width_share(const Errors& errors, int N, bool oracle, float log_epsilon) {
+  const auto& v = oracle ? errors.truth : errors.predicted;
   double sum = 0;
   std::size_t n = 0;
-  for (const auto& e : errors) {
-    const auto& v = oracle ? e.truth : e.predicted;
-    for (std::size_t r = 0; r * N < v.size(); ++r, ++n) sum += choose(v.data() + r * N, N, log_epsilon);
-  }
+  for (std::size_t r = 0; r * N < v.size(); ++r, ++n) sum += choose(v.data() + r * N, N, log_epsilon);
   return n ? sum / (static_cast<double>(n) * N) : 1.0;
 }
 
-// log ε at which the mean width share is `budget` (the share falls as ε grows).
-float bisect_log_epsilon(const std::vector<Errors>& errors, int N, bool oracle, double budget) {
-  float lo = kLogErrorFloor - 1, hi = 8.f;  // share(lo) = 1, share(hi) ≈ 0
+// log ε at which the layer's mean width share is `budget` (it falls as ε grows).
+float bisect_log_epsilon(const Errors& errors, int N, bool oracle, double budget) {
+  if (budget >= 1) return kEveryLearner;
+  float lo = kEveryLearner, hi = 8.f;  // share(lo) = 1, share(hi) ≈ 0
   for (int i = 0; i < 40; ++i) {
     const float mid = 0.5f * (lo + hi);
     (width_share(errors, N, oracle, mid) > budget ? lo : hi) = mid;
   }
   return hi;
 }
+
+// Width shares a layer's gate is set to, from whole down.
+constexpr double kLevels[] = {1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125};
+constexpr int kLevelCount = static_cast<int>(std::size(kLevels));
 
 }  // namespace
 
@@ -274,31 +279,98 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
     fit.spec.layers.push_back(std::move(spec));
   }
 
-  // 3. One ε for every layer (errors are relative to the token's own ‖x‖,
-  // so comparable across layers), bisected per budget on a grid.
-  for (int step = 1; step <= 20; ++step) {
-    const double budget = step / 20.0;
-    fit.spec.budgets.push_back({budget, bisect_log_epsilon(errors, N, false, budget),
-                                bisect_log_epsilon(errors, N, true, budget)});
+  // 3. Allocation. Per layer and level (the share of its width left), the
+  // ε reaching it on the layer's kept rows; each layer's sensitivity at
+  // each level alone (KL of the output against the model without ACM, on a
+  // spread of the texts); then greedily lower the layer whose next level
+  // costs least output change per FFN FLOP saved, down to the last level.
+  // Every allocation on that path is a budget point: the grid the runtime
+  // budget knob interpolates on.
+  const std::size_t E = layers.size();
+  std::vector<std::vector<float>> level_epsilon(E), level_oracle_epsilon(E);
+  for (std::size_t li = 0; li < E; ++li)
+    for (double b : kLevels) {
+      level_epsilon[li].push_back(bisect_log_epsilon(errors[li], N, false, b));
+      level_oracle_epsilon[li].push_back(bisect_log_epsilon(errors[li], N, true, b));
+    }
+  fit.spec.budgets = {{1.0, std::vector<float>(E, kEveryLearner), std::vector<float>(E, kEveryLearner)}};
+  execute::acm::WidthGating gating = execute::acm::build_width_gating(
+      fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(weights, config, layer); },
+      execute::acm::Activation::gelu, H, I, backend, kernels::WeightPrecision::f32);
+  auto acm_ws = encoder_workspace(engine, &gating);
+  const execute::mod::TokenRouting* tokens = routing ? &*routing : nullptr;
+  const bool classifier = encoder.has_classifier();
+  std::vector<std::string> sample;
+  const std::size_t sample_stride = std::max<std::size_t>(
+      1, (packed.tokens + options.max_sensitivity_tokens - 1) / std::max<std::size_t>(options.max_sensitivity_tokens, 1));
+  for (std::size_t i = 0; i < texts.size(); i += sample_stride) sample.push_back(texts[i]);
+  const Packed sample_batches = pack(engine, sample);
+  const EncoderOutputs whole = run_packed(engine, sample_batches, {tokens, nullptr}, acm_ws);
+  // Runs the sample with layer `li` at `level`, every other adaptive layer whole.
+  auto run_alone = [&](std::size_t li, int level) {
+    gating.budgets.front().log_epsilon.assign(E, kEveryLearner);
+    gating.budgets.front().log_epsilon[li] = level_epsilon[li][level];
+    const execute::acm::WidthRouting width(gating, Gate::learned, 1.0);
+    return run_packed(engine, sample_batches, {tokens, &width}, acm_ws);
+  };
+  std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
+      saved(E, std::vector<double>(kLevelCount, 0.0));
+  for (std::size_t li = 0; li < E; ++li) {
+    const EncoderOutputs base = run_alone(li, 0);
+    for (int v = 1; v < kLevelCount; ++v) {
+      if (progress) progress("measuring FFN sensitivity", li * (kLevelCount - 1) + v - 1, E * (kLevelCount - 1));
+      const EncoderOutputs adaptive = run_alone(li, v);
+      cost[li][v] = output_change(whole, adaptive, classifier);
+      saved[li][v] = base.flops.ffn_executed - adaptive.flops.ffn_executed;
+    }
   }
+  std::vector<int> level(E, 0);
+  auto point = [&] {
+    execute::acm::BudgetPoint p;
+    p.budget = 0;
+    for (std::size_t li = 0; li < E; ++li) {
+      p.budget += kLevels[level[li]] / E;
+      p.log_epsilon.push_back(level_epsilon[li][level[li]]);
+      p.oracle_log_epsilon.push_back(level_oracle_epsilon[li][level[li]]);
+    }
+    return p;
+  };
+  std::vector<execute::acm::BudgetPoint> path = {point()};
+  nlohmann::json steps = nlohmann::json::array();
+  for (;;) {
+    std::size_t best = E;
+    double best_ratio = 0;
+    for (std::size_t li = 0; li < E; ++li) {
+      if (level[li] + 1 >= kLevelCount) continue;
+      const double d_saved = saved[li][level[li] + 1] - saved[li][level[li]];
+      const double ratio = (cost[li][level[li] + 1] - cost[li][level[li]]) / std::max(d_saved, 1.0);
+      if (best == E || ratio < best_ratio) best = li, best_ratio = ratio;
+    }
+    if (best == E) break;
+    ++level[best];
+    path.push_back(point());
+    steps.push_back({{"layer", layers[best]}, {"width", kLevels[level[best]]}, {"budget", path.back().budget}});
+  }
+  std::reverse(path.begin(), path.end());  // ascending by budget
+  fit.spec.budgets = path;
+  gating.budgets = path;
 
   // 4. What it does on the calibration texts, at the budget asked for.
   if (progress) progress("checking", 0, 1);
-  const execute::acm::WidthGating gating = execute::acm::build_width_gating(
-      fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(weights, config, layer); },
-      execute::acm::Activation::gelu, H, I, backend, kernels::WeightPrecision::f32);
-  const execute::acm::WidthRouting width{gating, gating.rule(Gate::learned)};
-  auto acm_ws = encoder_workspace(engine, &gating);
-  const execute::mod::TokenRouting* tokens = routing ? &*routing : nullptr;
+  const execute::acm::WidthRouting width(gating, Gate::learned, options.budget);
   const EncoderOutputs reference = run_packed(engine, packed, {tokens, nullptr}, acm_ws);
   const EncoderOutputs adaptive = run_packed(engine, packed, {tokens, &width}, acm_ws);
-  const bool classifier = encoder.has_classifier();
   fit.ffn_flops_share = adaptive.flops.ffn_executed / std::max(adaptive.flops.ffn_dense, 1.0);
   fit.agreement = classifier ? argmax_agreement(reference, adaptive) : 1.0;
   fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  nlohmann::json grid = nlohmann::json::array();
-  for (const auto& p : fit.spec.budgets)
-    grid.push_back({{"budget", p.budget}, {"log_epsilon", p.log_epsilon}, {"oracle_log_epsilon", p.oracle_log_epsilon}});
+  nlohmann::json sensitivity = nlohmann::json::array();
+  for (std::size_t li = 0; li < E; ++li) {
+    nlohmann::json levels = nlohmann::json::array();
+    for (int v = 0; v < kLevelCount; ++v)
+      levels.push_back({{"width", kLevels[v]}, {"output_change", cost[li][v]},
+                        {"ffn_flops_saved_share", saved[li][v] / std::max(whole.flops.ffn_dense, 1.0)}});
+    sensitivity.push_back({{"layer", layers[li]}, {"levels", levels}});
+  }
   fit.report = {{"budget", options.budget},
                 {"learners", N},
                 {"layers", layers},
@@ -306,7 +378,10 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
                 {"tokens", packed.tokens},
                 {"gate", "ridge regression of log relative error per prefix on the FFN input; k = first prefix within ε"},
                 {"per_layer", layer_reports},
-                {"budget_grid", grid},
+                {"allocation", "greedy by output change per FFN FLOP saved, each layer alone at each width"},
+                {"sensitivity", sensitivity},
+                {"sensitivity_texts", sample.size()},
+                {"greedy_steps", steps},
                 {"with_mod", options.mod != nullptr},
                 {"ffn_flops_share", fit.ffn_flops_share},
                 {"flops_share", adaptive.flops.executed / std::max(reference.flops.dense, 1.0)},

@@ -5,8 +5,9 @@
 // each prefix by its mean residual c_k = E[FFN(x) − h_k(x)], and fit a gate
 // that predicts, per token, the log relative error log(‖h_k + c_k −
 // FFN(x)‖/‖x‖) of every prefix by ridge regression on the FFN input; a token
-// then runs the first prefix whose predicted error is within ε, and ε is
-// set by bisection to meet a width budget.
+// then runs the first prefix whose predicted error is within its layer's ε.
+// Each layer's ε is bisected to leave it a given share of its width, and the
+// shares are allocated greedily by each layer's measured sensitivity.
 #include <span>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@ struct AcmFitOptions {
   int learners = 0;         // per FFN; 0: FFN width / 256, within [4, 16]
   std::vector<int> layers;  // FFNs to make adaptive; empty: all
   std::size_t max_tokens = 16384;  // token rows per layer kept to fit gates and corrections
+  std::size_t max_sensitivity_tokens = 2048;  // tokens of the texts each layer's sensitivity is measured on
   // MoD routers already fitted: recorded passes run with them, so the gates
   // learn the FFN inputs the routed model produces.
   const execute::mod::Routing* mod = nullptr;

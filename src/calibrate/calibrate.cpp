@@ -252,7 +252,7 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
     std::optional<execute::mod::TokenRouting> routing;
     if (package.mod) routing.emplace(*package.mod, execute::mod::Scorer::learned, 0, true);
     std::optional<execute::acm::WidthRouting> widths;
-    if (width) widths.emplace(execute::acm::WidthRouting{*width, width->rule(execute::acm::Gate::learned)});
+    if (width) widths.emplace(*width, execute::acm::Gate::learned);
     const auto outputs = calibration::run_encoder_on(engine->impl(), calib_texts,
                                                      {routing ? &*routing : nullptr, widths ? &*widths : nullptr});
     for (std::size_t i = 0; i < calib_texts.size(); ++i) transformer.push_back(outputs.argmax(i));

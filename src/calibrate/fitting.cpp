@@ -62,7 +62,7 @@ EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, cons
 EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
                               const execute::Skipping& skip) {
   kernels::set_thread_count(engine.options.threads());
-  auto ws = encoder_workspace(engine, skip.width ? &skip.width->gating : nullptr);
+  auto ws = encoder_workspace(engine, skip.width ? &skip.width->gating() : nullptr);
   return run_packed(engine, pack(engine, texts), skip, ws);
 }
 

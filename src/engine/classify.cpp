@@ -41,7 +41,7 @@ std::optional<execute::acm::WidthRouting> width_routing(const Engine::Impl& engi
   const auto gate = engine.options.acm_gate() == AcmGate::oracle    ? execute::acm::Gate::oracle
                     : engine.options.acm_gate() == AcmGate::uniform ? execute::acm::Gate::uniform
                                                                     : execute::acm::Gate::learned;
-  return execute::acm::WidthRouting{*engine.acm, engine.acm->rule(gate, engine.options.acm_budget())};
+  return std::optional<execute::acm::WidthRouting>(std::in_place, *engine.acm, gate, engine.options.acm_budget());
 }
 
 // Tokenizes `texts`, runs them in chunks of at most max_batch_rows tokens,

@@ -181,7 +181,7 @@ nlohmann::json acm_json(const execute::acm::WidthSpec& spec, const nlohmann::jso
   nlohmann::json layers = nlohmann::json::array(), grid = nlohmann::json::array();
   for (const auto& l : spec.layers) layers.push_back({{"layer", l.layer}, {"learners", l.learners}});
   for (const auto& b : spec.budgets)
-    grid.push_back({{"budget", b.budget}, {"log_epsilon", b.log_epsilon}, {"oracle_log_epsilon", b.oracle_log_epsilon}});
+    grid.push_back({{"budget", b.budget}, {"log_epsilon", b.log_epsilon}, {"oracle_log_epsilon", b.oracle_log_epsilon}});  // per layer
   return {{"learners", "partition"}, {"gate", "ridge_log_error"}, {"budget", spec.budget},
           {"layers", layers},        {"budget_grid", grid},         {"fit", fit}};
 }
@@ -221,10 +221,12 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
       throw std::invalid_argument(std::to_string(spec.budget) + " is outside (0, 1]");
     field = "acm.budget_grid";
     for (const auto& b : j.at("budget_grid")) {
-      execute::acm::BudgetPoint point{b.at("budget").get<double>(), b.at("log_epsilon").get<float>(),
-                                      b.at("oracle_log_epsilon").get<float>()};
+      execute::acm::BudgetPoint point{b.at("budget").get<double>(), b.at("log_epsilon").get<std::vector<float>>(),
+                                      b.at("oracle_log_epsilon").get<std::vector<float>>()};
       if (!(point.budget > 0 && point.budget <= 1) || (!spec.budgets.empty() && point.budget <= spec.budgets.back().budget))
         throw std::invalid_argument("budgets must lie in (0, 1], ascending");
+      if (point.log_epsilon.size() != j.at("layers").size() || point.oracle_log_epsilon.size() != j.at("layers").size())
+        throw std::invalid_argument("each budget needs one log_epsilon and one oracle_log_epsilon per layer");
       spec.budgets.push_back(point);
     }
     field = "acm.layers";

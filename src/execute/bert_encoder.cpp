@@ -269,10 +269,10 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
       ws.attention_scratch_.data(), ws.threads_);
   layer.attention_output(ws.context_.data(), x, active, scratch);
   kernels::LayerNorm{layer.norm1_gamma.data(), layer.norm1_beta.data(), H, config_.layer_norm_eps}(x, H, active);
-  const acm::AdaptiveFfn* adaptive = width ? width->gating.find(l) : nullptr;
+  const auto [adaptive, rule] = width ? width->find(l) : std::pair<const acm::AdaptiveFfn*, const acm::GateRule*>{};
   FlopCount ffn;
   if (adaptive) {
-    ffn = (*adaptive)(x, x, active, width->rule, ws.width_, scratch);
+    ffn = (*adaptive)(x, x, active, *rule, ws.width_, scratch);
   } else {
     layer.intermediate(x, ws.intermediate_.data(), active, scratch);
     if (ffn_probe) ffn_probe(x, ws.intermediate_.data(), active);

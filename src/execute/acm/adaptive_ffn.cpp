@@ -165,39 +165,46 @@ FlopCount AdaptiveFfn::operator()(const float* input, float* residual, int rows,
   return flops;
 }
 
-const AdaptiveFfn* WidthGating::find(int layer) const noexcept {
-  for (const auto& l : layers)
-    if (l.layer() == layer) return &l;
-  return nullptr;
-}
-
 int WidthGating::max_learners() const noexcept {
   int n = 0;
   for (const auto& l : layers) n = std::max(n, l.learners());
   return n;
 }
 
-GateRule WidthGating::rule(Gate gate, double wanted) const {
-  if (wanted == 0) wanted = budget;
+WidthRouting::WidthRouting(const WidthGating& gating, Gate gate, double wanted) : gating_(gating) {
+  if (wanted == 0) wanted = gating.budget;
   if (!(wanted > 0 && wanted <= 1))
     throw Error(ErrorCode::invalid_argument, "ACM budget " + std::to_string(wanted) + " is outside (0, 1]");
-  GateRule r;
-  r.gate = gate;
-  r.uniform_k = static_cast<int>(std::lround(wanted * max_learners()));
-  if (budgets.empty() || gate == Gate::uniform) return r;
-  auto value = [&](const BudgetPoint& p) { return gate == Gate::oracle ? p.oracle_log_epsilon : p.log_epsilon; };
-  if (wanted <= budgets.front().budget) {
-    r.log_epsilon = value(budgets.front());
-  } else if (wanted >= budgets.back().budget) {
-    r.log_epsilon = value(budgets.back());
-  } else {
-    std::size_t i = 1;
-    while (budgets[i].budget < wanted) ++i;
-    const auto &a = budgets[i - 1], &b = budgets[i];
-    const double t = (wanted - a.budget) / std::max(b.budget - a.budget, 1e-12);
-    r.log_epsilon = static_cast<float>(value(a) + t * (value(b) - value(a)));
+  const auto& grid = gating.budgets;
+  for (const auto& point : grid)
+    if (point.log_epsilon.size() != gating.layers.size() || point.oracle_log_epsilon.size() != gating.layers.size())
+      throw Error(ErrorCode::internal, "ACM: a budget point without one threshold per adaptive layer");
+  // The two grid points around `wanted` and the weight of the upper one.
+  std::size_t lo = 0, hi = 0;
+  double t = 0;
+  if (!grid.empty() && wanted >= grid.back().budget) {
+    lo = hi = grid.size() - 1;
+  } else if (!grid.empty() && wanted > grid.front().budget) {
+    while (grid[hi].budget < wanted) ++hi;
+    lo = hi - 1;
+    t = (wanted - grid[lo].budget) / std::max(grid[hi].budget - grid[lo].budget, 1e-12);
   }
-  return r;
+  for (std::size_t i = 0; i < gating.layers.size(); ++i) {
+    GateRule r;
+    r.gate = gate;
+    r.uniform_k = static_cast<int>(std::lround(wanted * gating.layers[i].learners()));
+    if (!grid.empty() && gate != Gate::uniform) {
+      auto value = [&](const BudgetPoint& p) { return (gate == Gate::oracle ? p.oracle_log_epsilon : p.log_epsilon)[i]; };
+      r.log_epsilon = static_cast<float>(value(grid[lo]) + t * (value(grid[hi]) - value(grid[lo])));
+    }
+    rules_.push_back(r);
+  }
+}
+
+std::pair<const AdaptiveFfn*, const GateRule*> WidthRouting::find(int layer) const noexcept {
+  for (std::size_t i = 0; i < gating_.layers.size(); ++i)
+    if (gating_.layers[i].layer() == layer) return {&gating_.layers[i], &rules_[i]};
+  return {nullptr, nullptr};
 }
 
 WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWeights(int layer)>& weights,

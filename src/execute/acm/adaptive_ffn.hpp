@@ -88,20 +88,16 @@ class AdaptiveFfn {
 // A model's adaptive FFNs with the budgets they were calibrated for:
 // immutable once loaded, shared by every session.
 struct BudgetPoint {
-  double budget = 1;             // mean share of FFN width used on the calibration texts
-  float log_epsilon = 0;         // learned gate's threshold reaching it
-  float oracle_log_epsilon = 0;  // the oracle's
+  double budget = 1;                       // mean share of FFN width used on the calibration texts
+  std::vector<float> log_epsilon;          // per adaptive layer: the learned gates' thresholds reaching it
+  std::vector<float> oracle_log_epsilon;   // the oracle's
 };
 
 struct WidthGating {
   std::vector<AdaptiveFfn> layers;   // ascending by layer
-  std::vector<BudgetPoint> budgets;  // ascending by budget
+  std::vector<BudgetPoint> budgets;  // ascending by budget, one threshold per entry of `layers`
   double budget = 1;                 // the package's own
-  const AdaptiveFfn* find(int layer) const noexcept;
   int max_learners() const noexcept;
-  // The rule reaching `budget` (0: the package's own), by interpolation
-  // between the calibrated points (log ε is monotone in the budget).
-  GateRule rule(Gate gate, double budget = 0) const;
 };
 
 // How a model package describes adaptive FFNs: per layer, the neuron order
@@ -123,10 +119,20 @@ WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWei
                                Activation activation, int hidden, int ffn, const kernels::Backend& backend,
                                kernels::WeightPrecision precision);
 
-// One forward pass's width decisions.
-struct WidthRouting {
-  const WidthGating& gating;
-  GateRule rule;
+// One forward pass's width decisions: a rule per adaptive layer.
+class WidthRouting {
+ public:
+  // The rules reaching `budget` (0: the package's own), by interpolation
+  // between the calibrated points (each log ε is monotone in the budget).
+  // uniform: every token of every layer runs round(budget · N) learners.
+  WidthRouting(const WidthGating& gating, Gate gate, double budget = 0);
+  // The adaptive FFN of `layer` and its rule, or {nullptr, nullptr}.
+  std::pair<const AdaptiveFfn*, const GateRule*> find(int layer) const noexcept;
+  const WidthGating& gating() const noexcept { return gating_; }
+
+ private:
+  const WidthGating& gating_;
+  std::vector<GateRule> rules_;
 };
 
 }  // namespace skim::execute::acm
