@@ -47,6 +47,12 @@ struct Engine::Impl {
   execute::DecoderConfig llama_config;
   std::unique_ptr<text::SentencePieceBpe> sentencepiece;
   std::unique_ptr<execute::LlamaDecoder> decoder;
+  // A native Mixture-of-Depths checkpoint's routing (config.json
+  // mixture_of_depths): generate() and score() always run with it, since such
+  // a model is only correct with its routing. Options::mod(false) keeps it
+  // with every threshold at −∞: every token runs every block, still scaled
+  // by its router score. Empty for other decoders.
+  std::optional<execute::mod::Routing> decoder_routing;
 
   // The meaning-first router, when the model directory holds skim.json
   // (and Options::router is on). Internally synchronised.

@@ -18,6 +18,15 @@ void require_decoder(const Engine::Impl& engine, const char* what) {
                                                  engine.info.model_type + " encoder (use classify or embed)");
 }
 
+// One forward pass of the decoder, with the model's own routing when it is a
+// native Mixture-of-Depths checkpoint.
+execute::FlopCount forward(const Engine::Impl& engine, std::span<const std::int32_t> tokens, execute::KvCache& cache,
+                           execute::DecoderWorkspace& ws) {
+  if (!engine.decoder_routing) return engine.decoder->forward(tokens, cache, ws);
+  const execute::mod::TokenRouting routing(*engine.decoder_routing, execute::mod::Scorer::learned, 0, false);
+  return engine.decoder->forward(tokens, cache, ws, routing);
+}
+
 // Feeds `tokens` through the decoder in workspace-sized chunks, appending to
 // the cache; afterwards state.logits holds the last token's logits.
 execute::FlopCount feed(const Engine::Impl& engine, SessionState& state, std::span<const std::int32_t> tokens) {
@@ -25,7 +34,7 @@ execute::FlopCount feed(const Engine::Impl& engine, SessionState& state, std::sp
   auto& ws = *state.decoder_workspace;
   for (std::size_t at = 0; at < tokens.size();) {
     const std::size_t n = std::min<std::size_t>(tokens.size() - at, static_cast<std::size_t>(ws.max_rows()));
-    flops += engine.decoder->forward(tokens.subspan(at, n), *state.cache, ws);
+    flops += forward(engine, tokens.subspan(at, n), *state.cache, ws);
     at += n;
     if (at == tokens.size()) {
       flops += engine.decoder->logits(ws, static_cast<int>(n) - 1, 1);
@@ -134,7 +143,7 @@ Score score_with(const Engine::Impl& engine, SessionState& state, std::string_vi
   // Position p predicts token p + 1: run a chunk, then its logits in groups.
   for (std::size_t at = 0; at + 1 < ids.size();) {
     const std::size_t n = std::min<std::size_t>(ids.size() - 1 - at, static_cast<std::size_t>(ws.max_rows()));
-    flops += engine.decoder->forward(std::span(ids).subspan(at, n), *state.cache, ws);
+    flops += forward(engine, std::span(ids).subspan(at, n), *state.cache, ws);
     for (std::size_t r = 0; r < n; r += execute::LlamaDecoder::logits_rows()) {
       const int count = static_cast<int>(std::min<std::size_t>(n - r, execute::LlamaDecoder::logits_rows()));
       flops += engine.decoder->logits(ws, static_cast<int>(r), count);

@@ -1,7 +1,9 @@
 // Opening a LLaMA-family decoder from any of the three formats people hold:
 // a GGUF file, a llama2.c checkpoint + tokenizer, or a Hugging Face directory.
 #include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_impl.hpp"
@@ -187,6 +189,87 @@ SentencePieceBpe hf_tokenizer(const fs::path& dir, int vocab) {
   return SentencePieceBpe::from_vocab(std::move(v));
 }
 
+// config.json's "mixture_of_depths": the model was trained with native
+// Mixture-of-Depths (README.md, "Native Mixture-of-Depths checkpoints"). Its
+// routed layers, the capacity they were trained at, the thresholds of the
+// causal rule r > τ, and per routed layer N the router
+// model.layers.N.mod_router.weight ([1, hidden] or [hidden]) and optional
+// .bias ([1] or scalar).
+std::optional<execute::mod::Routing> hf_mod_routing(const fs::path& dir, const DecoderConfig& c,
+                                                    const format::TensorSource& weights) {
+  const fs::path file = dir / "config.json";
+  const auto j = read_json(file);
+  if (!j.contains("mixture_of_depths") || j["mixture_of_depths"].is_null()) return std::nullopt;
+  const auto& m = j["mixture_of_depths"];
+  const std::string where = file.string() + ": mixture_of_depths";
+  auto fail = [&](ErrorCode code, const std::string& what) { throw Error(code, where + what); };
+  if (!m.is_object()) fail(ErrorCode::format, " is not an object");
+  if (!m.contains("semantics") || !m["semantics"].is_string())
+    fail(ErrorCode::format, ".semantics is missing (expected \"native\")");
+  if (m["semantics"] != "native")
+    fail(ErrorCode::unsupported, ".semantics " + m["semantics"].dump() +
+                                     " is not supported (only \"native\"; post-hoc routers come from skim-calibrate)");
+  auto require_string = [&](const char* key, const char* value) {
+    if (m.contains(key) && m[key] != value)
+      fail(ErrorCode::unsupported, std::string(".") + key + " " + m[key].dump() + " is not supported (only \"" + value + "\")");
+  };
+  require_string("router_input", "layernorm_no_affine");
+  require_string("output_scale", "router_score");
+  if (m.contains("router_norm_eps") &&
+      (!m["router_norm_eps"].is_number() || std::abs(m["router_norm_eps"].get<double>() - 1e-6) > 1e-12))
+    fail(ErrorCode::unsupported, ".router_norm_eps " + m["router_norm_eps"].dump() + " is not supported (only 1e-06)");
+
+  const auto& layers = m.contains("layers") ? m["layers"] : nlohmann::json();
+  if (!layers.is_array() || layers.empty())
+    fail(ErrorCode::format, ".layers must be a non-empty array of layer indices");
+  if (!m.contains("capacity") || !m["capacity"].is_number())
+    fail(ErrorCode::format, ".capacity is missing or not a number");
+  const double capacity = m["capacity"].get<double>();
+  if (!(capacity > 0 && capacity <= 1))
+    fail(ErrorCode::model, ".capacity " + m["capacity"].dump() + " is outside (0, 1]");
+  const auto& thresholds = m.contains("thresholds") ? m["thresholds"] : nlohmann::json();
+  if (!thresholds.is_array() || thresholds.size() != layers.size())
+    fail(ErrorCode::format, ".thresholds must be an array with one number per routed layer (" +
+                                std::to_string(layers.size()) + ")");
+
+  execute::mod::Routing routing;
+  routing.semantics = execute::mod::Semantics::native;
+  const std::int64_t D = c.dim;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (!layers[i].is_number_integer()) fail(ErrorCode::format, ".layers[" + std::to_string(i) + "] is not an integer");
+    const int layer = layers[i].get<int>();
+    if (layer < 0 || layer >= c.layers)
+      fail(ErrorCode::model, ".layers[" + std::to_string(i) + "] = " + std::to_string(layer) +
+                                 " is outside the model's layers 0.." + std::to_string(c.layers - 1));
+    if (i > 0 && layer <= routing.blocks.back().layer)
+      fail(ErrorCode::model, ".layers must ascend without repeats (" + std::to_string(layer) + " after " +
+                                 std::to_string(routing.blocks.back().layer) + ")");
+    if (!thresholds[i].is_number()) fail(ErrorCode::format, ".thresholds[" + std::to_string(i) + "] is not a number");
+    execute::mod::BlockRouter b;
+    b.layer = layer;
+    b.capacity = capacity;
+    b.threshold = thresholds[i].get<float>();
+    const std::string name = "model.layers." + std::to_string(layer) + ".mod_router.";
+    const auto* w = weights.find(name + "weight");
+    if (!w)
+      throw Error(ErrorCode::model, weights.source() + ": tensor '" + name + "weight' not found (the router of " +
+                                        "routed layer " + std::to_string(layer) + " in " + where + ")");
+    if (w->shape != std::vector<std::int64_t>{1, D} && w->shape != std::vector<std::int64_t>{D})
+      throw Error(ErrorCode::model, w->file + ": tensor '" + name + "weight' has shape " + w->shape_string() +
+                                        " but [1, " + std::to_string(D) + "] (hidden_size " + std::to_string(D) +
+                                        ") was expected");
+    b.weight = format::to_f32(*w);
+    if (const auto* bias = weights.find(name + "bias")) {
+      if (bias->shape != std::vector<std::int64_t>{1} && !bias->shape.empty())
+        throw Error(ErrorCode::model, bias->file + ": tensor '" + name + "bias' has shape " + bias->shape_string() +
+                                          " but [1] was expected");
+      b.bias = format::to_f32(*bias).at(0);
+    }
+    routing.blocks.push_back(std::move(b));
+  }
+  return routing;
+}
+
 void fill_info(Engine::Impl& impl, const std::string& type) {
   const auto& c = impl.llama_config;
   auto& info = impl.info;
@@ -212,6 +295,7 @@ void open_llama(Engine::Impl& impl, const fs::path& path) {
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(hf_tokenizer(path, impl.llama_config.vocab));
     impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, store, execute::DecoderNaming::hugging_face,
                                                            impl.backend, precision);
+    impl.decoder_routing = hf_mod_routing(path, impl.llama_config, store);
   } else if (is_gguf(path)) {
     format::GgufFile file(path);
     impl.llama_config = gguf_config(file);
@@ -235,6 +319,22 @@ void open_llama(Engine::Impl& impl, const fs::path& path) {
   const std::size_t chunk = impl.options.max_batch_tokens() == 0 ? 512 : impl.options.max_batch_tokens();
   impl.max_batch_rows = static_cast<int>(std::min<std::size_t>(chunk, impl.llama_config.context));
   fill_info(impl, "llama");
+  if (impl.decoder_routing) {
+    // A native checkpoint runs with its own routers and thresholds: the
+    // knobs for fitted (post-hoc) routers do not apply to it.
+    if (impl.options.mod_capacity() > 0)
+      throw Error(ErrorCode::unsupported, path.string() + ": Options::mod_capacity does not apply to a native "
+                                                          "Mixture-of-Depths checkpoint (its thresholds are trained)");
+    if (impl.options.mod_router() != ModRouter::learned)
+      throw Error(ErrorCode::unsupported, path.string() + ": a native Mixture-of-Depths checkpoint routes with its "
+                                                          "learned routers only (Options::mod_router)");
+    if (impl.options.mod()) {
+      for (const auto& b : impl.decoder_routing->blocks) impl.info.mod_blocks.push_back({b.layer, b.capacity});
+    } else {
+      // Every token runs every block, still scaled by its router score.
+      for (auto& b : impl.decoder_routing->blocks) b.threshold = -std::numeric_limits<float>::infinity();
+    }
+  }
 }
 
 }  // namespace skim

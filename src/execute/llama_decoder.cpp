@@ -117,6 +117,9 @@ DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
   routed_query_.resize(rows * c.dim);
   positions_.reserve(max_rows);
   ids_.reserve(max_rows);
+  routed_positions_.reserve(max_rows);
+  routed_rows_.resize(c.layers);
+  for (auto& rows_of_layer : routed_rows_) rows_of_layer.reserve(max_rows);
   segments_.reserve(max_rows);  // the row-subset path has one per selected row
   routing_ = mod::RoutingScratch(max_rows);
   routing_.before.resize(rows * c.dim);
@@ -173,10 +176,22 @@ FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& c
   const auto& c = config_;
   const int rows = static_cast<int>(tokens.size()), D = c.dim;
   if (rows == 0) return {};
+  const bool native = routing.semantics() == mod::Semantics::native;
+  if (native && routing.scorer() != mod::Scorer::learned)
+    throw Error(ErrorCode::internal, "native Mixture-of-Depths blocks route with their learned routers only");
   embed(tokens, cache, ws);
+  for (auto& rows_of_layer : ws.routed_rows_) rows_of_layer.clear();
   auto& scratch = ws.routing_;
   FlopCount flops;
   for (int l = 0; l < c.layers; ++l) {
+    if (native && routing.routes(l)) {
+      const RowSelection sel =
+          routing.select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
+      FlopCount f = native_layer_forward(l, rows, cache, ws, sel.rows, scratch.scores.data());
+      f.executed += routing.router_flops(l, rows, D);
+      flops += f;
+      continue;
+    }
     if (routing.needs_contribution(l))  // keys and values come out the same when the layer runs again
       mod::measure_contributions(ws.x_.data(), rows, D, scratch,
                                  [&] { layer_forward(l, rows, cache, ws, RowSelection::every_row()); });
@@ -200,6 +215,10 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
   const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
   const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
 
+  if (cache.entries(l) < start)
+    throw Error(ErrorCode::internal, "decoder layer " + std::to_string(l) +
+                                         " holds a native Mixture-of-Depths block's keys; run the model with its routing");
+  cache.set_entries(l, start + rows);
   // Keys and values for every row: the cache stays complete whatever runs.
   kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
   layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, scratch);
@@ -250,6 +269,63 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
   auto per_row = [&](int n) { return Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) + Linear::flops(n, F, D); };
   const double qkv = Linear::flops(rows, D, QKV);
   return {qkv + per_row(active) + 4.0 * attended * hd * c.heads, qkv + per_row(rows) + 4.0 * dense_attended * hd * c.heads};
+}
+
+FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, DecoderWorkspace& ws,
+                                             std::span<const std::int32_t> routed, const float* scores) const {
+  const auto& c = config_;
+  const int start = cache.length(), first = cache.entries(l), active = static_cast<int>(routed.size());
+  const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
+  const Layer& layer = *layers_[l];
+  auto& scratch = ws.scratch_;
+  auto per_row = [&](int n) { return Linear::flops(n, D, QKV) + Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) +
+                                     Linear::flops(n, F, D); };
+  const double dense_attended = double(rows) * start + double(rows) * (rows + 1) / 2;
+  const FlopCount dense_only{0, per_row(rows) + 4.0 * dense_attended * hd * c.heads};
+  ws.routed_rows_[l].assign(routed.begin(), routed.end());
+  if (active == 0) return dense_only;
+  if (first + active > c.context) throw Error(ErrorCode::internal, "native MoD cache layer overflow");
+
+  // The routed rows alone, as a sequence of their own at their own positions.
+  float* x = ws.routed_x_.data();
+  kernels::gather_rows(ws.x_.data(), D, routed, x, D, D);
+  ws.routed_positions_.resize(active);
+  for (int i = 0; i < active; ++i) ws.routed_positions_[i] = ws.positions_[routed[i]];
+  kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
+  layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, active, scratch);
+  const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
+  rope(ws.qkv_.data(), QKV, active, c.heads, ws.routed_positions_.data());
+  rope(ws.qkv_.data() + D, QKV, active, c.kv_heads, ws.routed_positions_.data());
+  // Keys and values of the routed tokens only, appended compactly.
+  float* keys = cache.keys(l);
+  float* values = cache.values(l);
+  for (int i = 0; i < active; ++i) {
+    const float* row = ws.qkv_.data() + static_cast<std::size_t>(i) * QKV;
+    std::memcpy(keys + static_cast<std::size_t>(first + i) * KV, row + D, sizeof(float) * KV);
+    std::memcpy(values + static_cast<std::size_t>(first + i) * KV, row + D + KV, sizeof(float) * KV);
+  }
+  cache.set_entries(l, first + active);
+  // Routed token i sees the routed tokens before it and itself: a causal
+  // segment over the layer's compact entries.
+  ws.segments_.clear();
+  ws.segments_.push_back(kernels::AttentionSegment{0, active, 0, first + active, first});
+  const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
+  attention(ws.qkv_.data(), QKV, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
+            ws.threads_);
+  layer.attention_output(ws.context_.data(), x, active, scratch);
+  kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
+  layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), active, scratch);
+  kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, active, F);
+  layer.down(ws.ffn_.data(), x, active, scratch);
+  // x + r·(block(x) − x), written back into the residual stream.
+  for (int i = 0; i < active; ++i) {
+    float* out = ws.x_.data() + static_cast<std::size_t>(routed[i]) * D;
+    const float* block = x + static_cast<std::size_t>(i) * D;
+    const float r = scores[routed[i]];
+    for (int j = 0; j < D; ++j) out[j] += r * (block[j] - out[j]);
+  }
+  const double attended = double(active) * first + double(active) * (active + 1) / 2;
+  return {per_row(active) + 4.0 * attended * hd * c.heads, dense_only.dense};
 }
 
 FlopCount LlamaDecoder::logits(DecoderWorkspace& ws, int first, int count) const {

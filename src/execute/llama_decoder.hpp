@@ -53,22 +53,20 @@ class DecoderWorkspace {
   // The residual stream (rows × dim): after a forward, before the final norm.
   float* hidden() noexcept { return x_.data(); }
   const float* hidden() const noexcept { return x_.data(); }
+  // The rows (ascending, indices into the last forward's tokens) that a
+  // native Mixture-of-Depths layer ran in the last forward; empty for other
+  // layers.
+  std::span<const std::int32_t> routed_rows(int layer) const noexcept { return routed_rows_[layer]; }
 
  private:
   friend class LlamaDecoder;
-
-// How the GEMM weights are packed: float matrices as `floats`; Q8_0 matrices
-// as stored (int8 compute) if q8_0_as_stored, else widened and packed as
-// `floats` too.
-struct WeightPacking {
-  kernels::WeightPrecision floats = kernels::WeightPrecision::f32;
-  bool q8_0_as_stored = true;
-};
   int max_rows_, threads_;
   kernels::Scratch scratch_;
   kernels::AlignedBuffer<float> x_, normed_, qkv_, context_, gate_up_, ffn_, attention_scratch_, logits_;
   kernels::AlignedBuffer<float> routed_x_, routed_query_;  // row-subset path
   std::vector<std::int32_t> positions_, ids_;
+  std::vector<std::int32_t> routed_positions_;  // native MoD: positions of the routed rows
+  std::vector<std::vector<std::int32_t>> routed_rows_;  // native MoD: per layer, see routed_rows()
   std::vector<kernels::AttentionSegment> segments_;
   mod::RoutingScratch routing_;
 };
@@ -90,7 +88,12 @@ class LlamaDecoder {
   FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                     std::span<const RowSelection> selections) const;
   // The same with Mixture-of-Depths routing decided per layer, causally
-  // (TokenRouting::select_causal), so prefill and decoding agree.
+  // (TokenRouting::select_causal), so prefill and decoding agree, with the
+  // routing's semantics: post-hoc as above, or native (a model trained with
+  // MoD, learned scorer only): in a routed layer only the routed tokens run
+  // the block, they alone are its queries, keys and values (the cache's
+  // entries for that layer are theirs only), and each leaves with
+  // x + r·(block(x) − x); skipped tokens keep x and leave no trace.
   FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                     const mod::TokenRouting& routing) const;
 
@@ -111,6 +114,10 @@ class LlamaDecoder {
 
  private:
   struct Layer;
+  // A native Mixture-of-Depths block on the rows `routed` (ascending) of the
+  // `rows` in the workspace, scaled by scores[row].
+  FlopCount native_layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws,
+                                 std::span<const std::int32_t> routed, const float* scores) const;
   DecoderConfig config_;
   const kernels::Backend& backend_;
   std::vector<float> token_embeddings_;

@@ -32,9 +32,21 @@ struct BlockRouter {
   float oracle_threshold = 0;  // true contributions
 };
 
+// What a routed block does with the tokens it picks and the ones it skips.
+//  post_hoc: routers fitted to a pre-trained model (above): keys and values
+//    for every token, the picked tokens run the rest of the block at scale 1,
+//    the others keep x.
+//  native: a model trained with Mixture-of-Depths (Raposo et al.): the
+//    skipped tokens are absent from the block, not even keys and values (a
+//    decoder's KV cache holds only the routed tokens of such a layer), and a
+//    routed token leaves with x + r·(block(x) − x), r its router score.
+//    The model package chooses (a decoder's config.json mixture_of_depths).
+enum class Semantics { post_hoc, native };
+
 // The routed blocks of a model, ascending by layer. Immutable once loaded.
 struct Routing {
   std::vector<BlockRouter> blocks;
+  Semantics semantics = Semantics::post_hoc;
   const BlockRouter* find(int layer) const noexcept;
 };
 
@@ -66,6 +78,8 @@ class TokenRouting {
                std::uint64_t seed = 0);
 
   bool routes(int layer) const noexcept { return routing_.find(layer) != nullptr; }
+  Semantics semantics() const noexcept { return routing_.semantics; }
+  Scorer scorer() const noexcept { return scorer_; }
   // True when select() for `layer` needs scratch.scores to hold the block's
   // true contributions (the caller runs the block densely first).
   bool needs_contribution(int layer) const noexcept { return scorer_ == Scorer::oracle && routes(layer); }
@@ -73,7 +87,8 @@ class TokenRouting {
 
   // Causal selection for decoders: rows whose score passes the block's
   // threshold. positions and ids (one per row) seed the random scorer, so a
-  // token's draw is the same in prefill and in decoding.
+  // token's draw is the same in prefill and in decoding. Afterwards
+  // scratch.scores holds every row's score (a native block scales by it).
   RowSelection select_causal(int layer, const float* hidden, int rows, int width, const std::int32_t* positions,
                              const std::int32_t* ids, RoutingScratch& scratch) const;
 
