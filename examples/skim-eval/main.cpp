@@ -4,6 +4,10 @@
 //             [--shadow-rate P] [--mod on|off] [--mod-capacity C]
 //             [--mod-router learned|oracle|random]
 //             [--acm on|off] [--acm-budget B] [--acm-gate learned|oracle|uniform]
+//   skim-eval --model PATH --perplexity FILE [--threads N] [--mod on|off]
+// Decoders (--perplexity): scores FILE's documents (split on <|endoftext|>,
+// else on blank lines), each from BOS, and prints documents, tokens,
+// perplexity, the FLOPs executed and dense, seconds and the routed blocks.
 // "transformer" is the model as configured: with Mixture-of-Depths routers or
 // ACM gates in the package (and --mod / --acm on), routed; transformer_flops
 // and transformer_dense_flops are what its calls executed and would have
@@ -78,7 +82,10 @@ int main(int argc, char** argv) {
   std::string mod = "on", mod_router = "learned", acm = "on", acm_gate = "learned";
   double acm_budget = 0;
   app.add_option("--model", model, "model directory")->required();
-  app.add_option("--data", data, "labelled data: TSV text<TAB>label, or CLINC150 JSON")->required();
+  std::string perplexity;
+  auto* data_option = app.add_option("--data", data, "labelled data: TSV text<TAB>label, or CLINC150 JSON");
+  app.add_option("--perplexity", perplexity, "decoders: score this text file's documents instead")
+      ->excludes(data_option);
   app.add_option("--split", split, "part of a CLINC150 JSON file (train, val, test)");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   app.add_flag("--no-router", no_router, "transformer only (the router's fields are then omitted)");
@@ -107,6 +114,37 @@ int main(int argc, char** argv) {
     if (app.count("--mod-capacity") && !(mod_capacity > 0 && mod_capacity <= 1))
       throw skim::Error(skim::ErrorCode::invalid_argument,
                         "--mod-capacity " + std::to_string(mod_capacity) + " is outside (0, 1]");
+    if (data.empty() && perplexity.empty())
+      throw skim::Error(skim::ErrorCode::invalid_argument, "give --data (classifiers) or --perplexity (decoders)");
+    if (!perplexity.empty()) {
+      auto engine = skim::Engine::open(model, skim::Options().threads(threads).mod(mod == "on"));
+      if (!engine->info().is_decoder)
+        throw skim::Error(skim::ErrorCode::invalid_argument,
+                          "--perplexity needs a decoder; " + model + " is a " + engine->info().model_type + " encoder");
+      const auto docs = skim::read_documents(perplexity);
+      auto session = engine->session();
+      skim::Perplexity p;
+      try {
+        p = session.perplexity(docs);
+      } catch (const skim::Error& e) {
+        throw skim::Error(e.code(), perplexity + ": " + e.what());
+      }
+      nlohmann::json blocks = nlohmann::json::array();
+      for (const auto& b : engine->info().mod_blocks) blocks.push_back({{"layer", b.layer}, {"capacity", b.capacity}});
+      const nlohmann::json out = {{"model", model},
+                                  {"data", perplexity},
+                                  {"threads", threads},
+                                  {"documents", p.documents},
+                                  {"truncated_documents", p.truncated_documents},
+                                  {"tokens", p.tokens},
+                                  {"perplexity", p.perplexity},
+                                  {"transformer_flops", p.cost.flops},
+                                  {"transformer_dense_flops", p.cost.dense_flops},
+                                  {"seconds", p.cost.seconds},
+                                  {"mod", blocks.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"layers", blocks}}}};
+      std::cout << out.dump(1) << "\n";
+      return 0;
+    }
     if (app.count("--acm-budget") && !(acm_budget > 0 && acm_budget <= 1))
       throw skim::Error(skim::ErrorCode::invalid_argument,
                         "--acm-budget " + std::to_string(acm_budget) + " is outside (0, 1]");

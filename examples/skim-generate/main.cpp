@@ -18,45 +18,6 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
-}
-
-// Splits on the <|endoftext|> marker when the file has one, else on blank lines.
-std::vector<std::string> split_documents(const std::string& text) {
-  std::vector<std::string> docs;
-  const std::string marker = "<|endoftext|>";
-  auto add = [&](std::string_view piece) {
-    if (auto t = trim(piece); !t.empty()) docs.push_back(std::move(t));
-  };
-  if (text.find(marker) != std::string::npos) {
-    std::size_t at = 0;
-    for (std::size_t next; (next = text.find(marker, at)) != std::string::npos; at = next + marker.size())
-      add(std::string_view(text).substr(at, next - at));
-    add(std::string_view(text).substr(at));
-    return docs;
-  }
-  std::istringstream in(text);
-  std::string line, current;
-  while (std::getline(in, line)) {
-    if (trim(line).empty()) {
-      add(current);
-      current.clear();
-    } else {
-      current += line + "\n";
-    }
-  }
-  add(current);
-  return docs;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"Generate text with a skim decoder"};
   std::string model, tokenizer, prompt, perplexity_file;
@@ -104,31 +65,17 @@ int main(int argc, char** argv) {
     auto session = engine->session();
 
     if (!perplexity_file.empty()) {
-      std::ifstream in(perplexity_file, std::ios::binary);
-      if (!in) throw skim::Error(skim::ErrorCode::io, perplexity_file + ": cannot open");
-      std::stringstream buffer;
-      buffer << in.rdbuf();
-      const auto docs = split_documents(buffer.str());
-      if (docs.empty()) throw skim::Error(skim::ErrorCode::invalid_argument, perplexity_file + ": no documents");
-      double nll = 0, flops = 0, dense = 0, seconds = 0;
-      std::size_t tokens = 0, truncated = 0;
-      for (std::size_t d = 0; d < docs.size(); ++d) {
-        try {
-          auto s = session.score(docs[d]);
-          nll += s.negative_log_likelihood;
-          tokens += s.tokens;
-          truncated += s.truncated;
-          flops += s.cost.flops;
-          dense += s.cost.dense_flops;
-          seconds += s.cost.seconds;
-        } catch (const skim::Error& e) {
-          throw skim::Error(e.code(), perplexity_file + ": document " + std::to_string(d + 1) + ": " + e.what());
-        }
+      const auto docs = skim::read_documents(perplexity_file);
+      skim::Perplexity p;
+      try {
+        p = session.perplexity(docs);
+      } catch (const skim::Error& e) {
+        throw skim::Error(e.code(), perplexity_file + ": " + e.what());
       }
-      nlohmann::json j = {{"documents", docs.size()}, {"truncated_documents", truncated},
-                          {"tokens", tokens},         {"perplexity", std::exp(nll / static_cast<double>(tokens))},
-                          {"flops", flops},           {"dense_flops", dense},
-                          {"seconds", seconds}};
+      nlohmann::json j = {{"documents", p.documents}, {"truncated_documents", p.truncated_documents},
+                          {"tokens", p.tokens},       {"perplexity", p.perplexity},
+                          {"flops", p.cost.flops},    {"dense_flops", p.cost.dense_flops},
+                          {"seconds", p.cost.seconds}};
       std::cout << j.dump() << "\n";
       return 0;
     }

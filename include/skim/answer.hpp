@@ -54,6 +54,16 @@ struct Score {
   Cost cost;
 };
 
+// Scores of several documents (see Session::perplexity).
+struct Perplexity {
+  std::size_t documents = 0;
+  std::size_t truncated_documents = 0;  // cut at the model's context
+  std::size_t tokens = 0;               // tokens predicted, over all documents
+  double negative_log_likelihood = 0;   // summed, natural log
+  double perplexity = 0;                // exp(negative_log_likelihood / tokens)
+  Cost cost;                            // summed (seconds included)
+};
+
 struct Embedding {
   std::vector<float> values;  // hidden-size vector (CLS or mean pooled)
   Cost cost;

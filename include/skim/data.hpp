@@ -25,4 +25,10 @@ struct LabelledText {
 // label column, an empty text or label, an unknown split, or bad JSON.
 std::vector<LabelledText> read_labelled(const std::filesystem::path& file, std::string_view split = {});
 
+// Reads the documents of a text file for scoring: split on the
+// `<|endoftext|>` marker when the file has one, else on blank lines; each
+// trimmed, empty ones dropped. Throws skim::Error naming the file when it
+// cannot be read or holds no document.
+std::vector<std::string> read_documents(const std::filesystem::path& file);
+
 }  // namespace skim

@@ -134,6 +134,8 @@ class Session {
   // Negative log-likelihood of `text` from BOS, cut at the model's context;
   // leaves the conversation reset.
   Score score(std::string_view text);
+  // score() of each document, summed; an error names the document (1-based).
+  Perplexity perplexity(std::span<const std::string> documents);
 
   const Engine& engine() const noexcept { return *engine_; }
 

@@ -105,3 +105,51 @@ std::vector<LabelledText> read_labelled(const std::filesystem::path& file, std::
 }
 
 }  // namespace skim
+
+namespace skim {
+
+namespace {
+
+std::string trimmed(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+}  // namespace
+
+std::vector<std::string> read_documents(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorCode::io, file.string() + ": cannot open");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  std::vector<std::string> docs;
+  auto add = [&](std::string_view piece) {
+    if (auto t = trimmed(piece); !t.empty()) docs.push_back(std::move(t));
+  };
+  const std::string marker = "<|endoftext|>";
+  if (text.find(marker) != std::string::npos) {
+    std::size_t at = 0;
+    for (std::size_t next; (next = text.find(marker, at)) != std::string::npos; at = next + marker.size())
+      add(std::string_view(text).substr(at, next - at));
+    add(std::string_view(text).substr(at));
+  } else {
+    std::istringstream lines(text);
+    std::string line, current;
+    while (std::getline(lines, line)) {
+      if (trimmed(line).empty()) {
+        add(current);
+        current.clear();
+      } else {
+        current += line + "\n";
+      }
+    }
+    add(current);
+  }
+  if (docs.empty()) throw Error(ErrorCode::invalid_argument, file.string() + ": no documents");
+  return docs;
+}
+
+}  // namespace skim

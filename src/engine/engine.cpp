@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -147,6 +148,30 @@ Generation Session::generate(std::string_view prompt, const GenerateOptions& opt
 void Session::reset() { reset_conversation(*state_); }
 
 Score Session::score(std::string_view text) { return score_with(engine_->impl(), *state_, text); }
+
+Perplexity Session::perplexity(std::span<const std::string> documents) {
+  if (documents.empty()) throw Error(ErrorCode::invalid_argument, "perplexity of no documents");
+  Perplexity p;
+  for (std::size_t d = 0; d < documents.size(); ++d) {
+    Score s;
+    try {
+      s = score(documents[d]);
+    } catch (const Error& e) {
+      throw Error(e.code(), "document " + std::to_string(d + 1) + ": " + e.what());
+    }
+    ++p.documents;
+    p.truncated_documents += s.truncated;
+    p.tokens += s.tokens;
+    p.negative_log_likelihood += s.negative_log_likelihood;
+    p.cost.flops += s.cost.flops;
+    p.cost.dense_flops += s.cost.dense_flops;
+    p.cost.ffn_flops += s.cost.ffn_flops;
+    p.cost.dense_ffn_flops += s.cost.dense_ffn_flops;
+    p.cost.seconds += s.cost.seconds;
+  }
+  p.perplexity = p.tokens ? std::exp(p.negative_log_likelihood / static_cast<double>(p.tokens)) : 0.0;
+  return p;
+}
 
 std::string_view to_string(Generation::Stop stop) noexcept {
   switch (stop) {

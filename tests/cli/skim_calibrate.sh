@@ -83,6 +83,25 @@ check "bad acm budget named" grep -q 'outside (0, 1\]' "$tmp/err"
 check "bad calibrate acm budget exit 2" test $? -eq 2
 check "bad calibrate acm budget named" grep -q 'ACM budget 1.2.* is outside (0, 1\]' "$tmp/err"
 
+# Decoders: perplexity of a text file, with the native MoD model's routing and without.
+story="$data/models/stories260K/expected_greedy_from_bos_256.txt"
+"$eval" --model "$data/models/stories-mod-native" --perplexity "$story" --threads 2 >"$tmp/ppl.json" 2>"$tmp/err"
+check "perplexity eval exit 0" test $? -eq 0
+"$eval" --model "$data/models/stories-mod-native" --perplexity "$story" --mod off >"$tmp/ppl_off.json" 2>"$tmp/err"
+python3 - "$tmp/ppl.json" "$tmp/ppl_off.json" <<'PY'
+import json, math, sys
+on, off = (json.load(open(f)) for f in sys.argv[1:3])
+assert on["documents"] == 1 and on["tokens"] > 100, on
+assert 1 < on["perplexity"] < 100, on["perplexity"]
+assert [b["layer"] for b in on["mod"]["layers"]] == [1, 3, 5], on["mod"]
+assert on["transformer_flops"] < 0.8 * on["transformer_dense_flops"], "native MoD executed no fewer FLOPs"
+assert off["transformer_flops"] >= off["transformer_dense_flops"], "--mod off still skipped blocks"
+PY
+check "perplexity eval reports routed and dense costs" test $? -eq 0
+"$eval" --model "$model" --perplexity "$story" >"$tmp/out" 2>"$tmp/err"
+check "perplexity on an encoder exit 2" test $? -eq 2
+check "perplexity on an encoder named" grep -q 'needs a decoder' "$tmp/err"
+
 # Bad input: one line on stderr, exit code 2, naming what is wrong.
 printf 'turn on the lights\n' >"$tmp/nolabel.tsv"
 "$calibrate" --model "$tmp/model" --train "$tmp/nolabel.tsv" --calib "$heldout" >"$tmp/out" 2>"$tmp/err"
