@@ -17,10 +17,14 @@ using Clock = std::chrono::steady_clock;
 // Dense FLOPs of one sequence of n tokens, used to split a packed batch's
 // FLOPs over its sequences (exact for dense runs; attention makes long texts
 // costlier than their share of tokens).
+double dense_ffn_flops_for_length(const format::EncoderConfig& c, int n) {
+  return 4.0 * n * c.hidden_size * static_cast<double>(c.intermediate_size) * c.num_hidden_layers;
+}
+
 double dense_flops_for_length(const format::EncoderConfig& c, int n, bool head) {
-  const double H = c.hidden_size, I = c.intermediate_size;
-  double per_layer = 2.0 * n * H * 3 * H + 4.0 * n * n * H + 2.0 * n * H * H + 4.0 * n * H * I;
-  double total = per_layer * c.num_hidden_layers;
+  const double H = c.hidden_size;
+  double per_layer = 2.0 * n * H * 3 * H + 4.0 * n * n * H + 2.0 * n * H * H;
+  double total = per_layer * c.num_hidden_layers + dense_ffn_flops_for_length(c, n);
   if (head) total += 2.0 * H * H + 2.0 * H * static_cast<double>(c.id2label.size());
   return total;
 }
@@ -161,6 +165,7 @@ Answer routed_answer(const Engine::Impl& engine, std::string_view text, int labe
   a.truncated = encoding.truncated;
   a.cost.flops = flops;
   a.cost.dense_flops = dense_flops_for_length(engine.bert_config, static_cast<int>(a.tokens), true);
+  a.cost.dense_ffn_flops = dense_ffn_flops_for_length(engine.bert_config, static_cast<int>(a.tokens));
   return a;
 }
 
@@ -249,6 +254,7 @@ std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& stat
       router.shadow_disagreements.fetch_add(disagree ? 1 : 0, std::memory_order_relaxed);
       answers[i].shadowed = true;
       answers[i].cost.flops += t.cost.flops;
+      answers[i].cost.ffn_flops += t.cost.ffn_flops;
       answers[i].cost.seconds = seconds;
       continue;
     }
