@@ -84,8 +84,8 @@ float bisect_log_epsilon(const Errors& errors, int N, bool oracle, double budget
 }
 
 // Width shares a layer's gate is set to, from whole down.
-constexpr double kLevels[] = {1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125};
-constexpr int kLevelCount = static_cast<int>(std::size(kLevels));
+constexpr auto& kLevels = kAllocationLevels;
+constexpr int kLevelCount = kAllocationLevelCount;
 
 }  // namespace
 
@@ -226,16 +226,9 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
     sweep([&](int first, int count, int k) {
       const float* c = spec.corrections.data() + static_cast<std::size_t>(k) * H;
       for (int r = 0; r < count; ++r) {
-        const float* xr = x.data() + static_cast<std::size_t>(r) * H;
-        const float* f = full.data() + static_cast<std::size_t>(r) * H;
-        const float* p = prefix.data() + static_cast<std::size_t>(r) * H;
-        double err = 0, size = 0;
-        for (int o = 0; o < H; ++o) {
-          const double d = p[o] + c[o] - f[o];
-          err += d * d, size += double(xr[o]) * xr[o];
-        }
-        const float log_error =
-            std::max(kLogErrorFloor, static_cast<float>(0.5 * std::log(std::max(err, 1e-300) / std::max(size, 1e-300))));
+        const std::size_t at = static_cast<std::size_t>(r) * H;
+        const double error = execute::acm::relative_error(prefix.data() + at, c, full.data() + at, x.data() + at, H);
+        const float log_error = std::max(kLogErrorFloor, static_cast<float>(std::log(std::max(error, 1e-150))));
         e.truth[static_cast<std::size_t>(first + r) * N + k] = log_error;
       }
       for (int part = 0; part < 2; ++part) {
@@ -300,10 +293,7 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
   auto acm_ws = encoder_workspace(engine, &gating);
   const execute::mod::TokenRouting* tokens = routing ? &*routing : nullptr;
   const bool classifier = encoder.has_classifier();
-  std::vector<std::string> sample;
-  const std::size_t sample_stride = std::max<std::size_t>(
-      1, (packed.tokens + options.max_sensitivity_tokens - 1) / std::max<std::size_t>(options.max_sensitivity_tokens, 1));
-  for (std::size_t i = 0; i < texts.size(); i += sample_stride) sample.push_back(texts[i]);
+  const std::vector<std::string> sample = spread_sample(texts, packed, options.max_sensitivity_tokens);
   const Packed sample_batches = pack(engine, sample);
   const EncoderOutputs whole = run_packed(engine, sample_batches, {tokens, nullptr}, acm_ws);
   // Runs the sample with layer `li` at `level`, every other adaptive layer whole.
@@ -337,17 +327,7 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
   };
   std::vector<execute::acm::BudgetPoint> path = {point()};
   nlohmann::json steps = nlohmann::json::array();
-  for (;;) {
-    std::size_t best = E;
-    double best_ratio = 0;
-    for (std::size_t li = 0; li < E; ++li) {
-      if (level[li] + 1 >= kLevelCount) continue;
-      const double d_saved = saved[li][level[li] + 1] - saved[li][level[li]];
-      const double ratio = (cost[li][level[li] + 1] - cost[li][level[li]]) / std::max(d_saved, 1.0);
-      if (best == E || ratio < best_ratio) best = li, best_ratio = ratio;
-    }
-    if (best == E) break;
-    ++level[best];
+  for (std::size_t best; (best = lower_cheapest(cost, saved, level)) < E;) {
     path.push_back(point());
     steps.push_back({{"layer", layers[best]}, {"width", kLevels[level[best]]}, {"budget", path.back().budget}});
   }

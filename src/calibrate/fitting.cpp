@@ -128,6 +128,30 @@ RidgeFit ridge_with_held_out(const Normal& f, const Normal& h) {
   return fit;
 }
 
+std::vector<std::string> spread_sample(std::span<const std::string> texts, const Packed& packed, std::size_t max_tokens) {
+  const std::size_t stride =
+      std::max<std::size_t>(1, (packed.tokens + max_tokens - 1) / std::max<std::size_t>(max_tokens, 1));
+  std::vector<std::string> sample;
+  for (std::size_t i = 0; i < texts.size(); i += stride) sample.push_back(texts[i]);
+  return sample;
+}
+
+std::size_t lower_cheapest(const std::vector<std::vector<double>>& cost, const std::vector<std::vector<double>>& saved,
+                           std::vector<int>& levels) {
+  const std::size_t E = levels.size();
+  std::size_t best = E;
+  double best_ratio = 0;
+  for (std::size_t e = 0; e < E; ++e) {
+    const int v = levels[e];
+    if (v + 1 >= kAllocationLevelCount) continue;
+    const double d_saved = saved[e][v + 1] - saved[e][v];
+    const double ratio = (cost[e][v + 1] - cost[e][v]) / std::max(d_saved, 1.0);
+    if (best == E || ratio < best_ratio) best = e, best_ratio = ratio;
+  }
+  if (best < E) ++levels[best];
+  return best;
+}
+
 float quantile(std::vector<float> values, double share) {
   if (values.empty()) return 0;
   const std::size_t k = std::min(values.size() - 1, static_cast<std::size_t>(share * values.size()));

@@ -67,6 +67,21 @@ struct RidgeFit {
 // then refitted on both. The bias is not shrunk.
 RidgeFit ridge_with_held_out(const Normal& fitting, const Normal& held_out);
 
+// Every `stride`-th text, the stride chosen so that about `max_tokens` of the
+// packed texts' tokens remain: a spread of the texts to measure on.
+std::vector<std::string> spread_sample(std::span<const std::string> texts, const Packed& packed, std::size_t max_tokens);
+
+// Greedy allocation of compute over blocks (MoD layers, ACM FFNs): each block
+// has levels from whole (0) down to kAllocationLevels[last]; cost[e][v] is the
+// output change and saved[e][v] the FLOPs saved with block e alone at level
+// v. Lowers by one level the block whose next level costs least output
+// change per FLOP saved; returns it, or levels.size() when every block is at
+// the last level.
+inline constexpr double kAllocationLevels[] = {1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125};
+inline constexpr int kAllocationLevelCount = static_cast<int>(std::size(kAllocationLevels));
+std::size_t lower_cheapest(const std::vector<std::vector<double>>& cost, const std::vector<std::vector<double>>& saved,
+                           std::vector<int>& levels);
+
 // The value below which `share` of `values` lie.
 float quantile(std::vector<float> values, double share);
 

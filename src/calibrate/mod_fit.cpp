@@ -21,8 +21,8 @@ using execute::mod::Routing;
 using execute::mod::TokenRouting;
 
 // Capacities tried per block, from dense down.
-constexpr double kLevels[] = {1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125};
-constexpr int kLevelCount = static_cast<int>(std::size(kLevels));
+constexpr auto& kLevels = kAllocationLevels;
+constexpr int kLevelCount = kAllocationLevelCount;
 
 // Blocks a caller may route, ascending, each once; by default never the
 // first two or the last (the post-hoc literature finds them the most sensitive).
@@ -141,10 +141,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
 
   // 3. Sensitivity: each block alone at each capacity, measured on a spread
   // of the texts (every k-th, up to the token budget).
-  std::vector<std::string> sample;
-  const std::size_t stride = std::max<std::size_t>(1, (packed.tokens + options.max_sensitivity_tokens - 1) /
-                                                          std::max<std::size_t>(options.max_sensitivity_tokens, 1));
-  for (std::size_t i = 0; i < texts.size(); i += stride) sample.push_back(texts[i]);
+  const std::vector<std::string> sample = spread_sample(texts, packed, options.max_sensitivity_tokens);
   const Packed sample_batches = pack(engine, sample);
   const bool classifier = engine.encoder->has_classifier();
   const EncoderOutputs dense = run_packed(engine, sample_batches, {}, ws);
@@ -176,18 +173,8 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
     for (std::size_t e = 0; e < E; ++e) s -= saved[e][level[e]];
     return s / dense.flops.dense;
   };
-  while (by_capacity ? mean_capacity() > target + 1e-9 : predicted_share() > target) {
-    std::size_t best = E;
-    double best_ratio = 0;
-    for (std::size_t e = 0; e < E; ++e) {
-      if (level[e] + 1 >= kLevelCount) continue;
-      const double d_saved = saved[e][level[e] + 1] - saved[e][level[e]];
-      const double ratio = (cost[e][level[e] + 1] - cost[e][level[e]]) / std::max(d_saved, 1.0);
-      if (best == E || ratio < best_ratio) best = e, best_ratio = ratio;
-    }
-    if (best == E) break;  // every block at the lowest capacity
-    ++level[best];
-  }
+  while (by_capacity ? mean_capacity() > target + 1e-9 : predicted_share() > target)
+    if (lower_cheapest(cost, saved, level) == E) break;  // every block at the lowest capacity
   for (std::size_t e = 0; e < E; ++e) {
     if (level[e] == 0) continue;  // left dense: not routed
     BlockRouter b = fitted.blocks[e];

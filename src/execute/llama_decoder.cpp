@@ -211,8 +211,6 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
   const int start = cache.length();
   const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
   const Layer& layer = *layers_[l];
-  auto& scratch = ws.scratch_;
-  const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
   const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
 
   if (cache.entries(l) < start)
@@ -220,17 +218,9 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
                                          " holds a native Mixture-of-Depths block's keys; run the model with its routing");
   cache.set_entries(l, start + rows);
   // Keys and values for every row: the cache stays complete whatever runs.
-  kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(ws.x_.data(), D, ws.normed_.data(), D, rows);
-  layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, scratch);
-  rope(ws.qkv_.data(), QKV, rows, c.heads, ws.positions_.data());
-  rope(ws.qkv_.data() + D, QKV, rows, c.kv_heads, ws.positions_.data());
-  float* keys = cache.keys(l);
-  float* values = cache.values(l);
-  for (int r = 0; r < rows; ++r) {
-    const float* row = ws.qkv_.data() + static_cast<std::size_t>(r) * QKV;
-    std::memcpy(keys + static_cast<std::size_t>(start + r) * KV, row + D, sizeof(float) * KV);
-    std::memcpy(values + static_cast<std::size_t>(start + r) * KV, row + D + KV, sizeof(float) * KV);
-  }
+  project_and_cache(layer, l, ws.x_.data(), rows, ws.positions_.data(), cache, start, ws);
+  const float* keys = cache.keys(l);
+  const float* values = cache.values(l);
 
   // Queries: all rows as one causal segment, or each selected row as its own
   // (its position is its own, not its index in the selection).
@@ -259,11 +249,7 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
   }
   attention(query, ld_query, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
             ws.threads_);
-  layer.attention_output(ws.context_.data(), x, active, scratch);
-  kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
-  layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), active, scratch);
-  kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, active, F);
-  layer.down(ws.ffn_.data(), x, active, scratch);
+  output_and_ffn(layer, x, active, ws);
   if (!sel.all) kernels::scatter_rows(x, D, sel.rows, ws.x_.data(), D, D);
 
   auto per_row = [&](int n) { return Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) + Linear::flops(n, F, D); };
@@ -277,7 +263,6 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
   const int start = cache.length(), first = cache.entries(l), active = static_cast<int>(routed.size());
   const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
   const Layer& layer = *layers_[l];
-  auto& scratch = ws.scratch_;
   auto per_row = [&](int n) { return Linear::flops(n, D, QKV) + Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) +
                                      Linear::flops(n, F, D); };
   const double dense_attended = double(rows) * start + double(rows) * (rows + 1) / 2;
@@ -291,19 +276,10 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
   kernels::gather_rows(ws.x_.data(), D, routed, x, D, D);
   ws.routed_positions_.resize(active);
   for (int i = 0; i < active; ++i) ws.routed_positions_[i] = ws.positions_[routed[i]];
-  kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
-  layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, active, scratch);
-  const kernels::Rope rope{rope_table_.data(), hd, c.rope_style};
-  rope(ws.qkv_.data(), QKV, active, c.heads, ws.routed_positions_.data());
-  rope(ws.qkv_.data() + D, QKV, active, c.kv_heads, ws.routed_positions_.data());
   // Keys and values of the routed tokens only, appended compactly.
-  float* keys = cache.keys(l);
-  float* values = cache.values(l);
-  for (int i = 0; i < active; ++i) {
-    const float* row = ws.qkv_.data() + static_cast<std::size_t>(i) * QKV;
-    std::memcpy(keys + static_cast<std::size_t>(first + i) * KV, row + D, sizeof(float) * KV);
-    std::memcpy(values + static_cast<std::size_t>(first + i) * KV, row + D + KV, sizeof(float) * KV);
-  }
+  project_and_cache(layer, l, x, active, ws.routed_positions_.data(), cache, first, ws);
+  const float* keys = cache.keys(l);
+  const float* values = cache.values(l);
   cache.set_entries(l, first + active);
   // Routed token i sees the routed tokens before it and itself: a causal
   // segment over the layer's compact entries.
@@ -312,11 +288,7 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
   const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
   attention(ws.qkv_.data(), QKV, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
             ws.threads_);
-  layer.attention_output(ws.context_.data(), x, active, scratch);
-  kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, active);
-  layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), active, scratch);
-  kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, active, F);
-  layer.down(ws.ffn_.data(), x, active, scratch);
+  output_and_ffn(layer, x, active, ws);
   // x + r·(block(x) − x), written back into the residual stream.
   for (int i = 0; i < active; ++i) {
     float* out = ws.x_.data() + static_cast<std::size_t>(routed[i]) * D;
@@ -326,6 +298,34 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
   }
   const double attended = double(active) * first + double(active) * (active + 1) / 2;
   return {per_row(active) + 4.0 * attended * hd * c.heads, dense_only.dense};
+}
+
+void LlamaDecoder::project_and_cache(const Layer& layer, int l, const float* x, int rows, const std::int32_t* positions,
+                                     KvCache& cache, int first, DecoderWorkspace& ws) const {
+  const auto& c = config_;
+  const int D = c.dim, KV = c.kv_width(), QKV = D + 2 * KV;
+  kernels::RmsNorm{layer.attention_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, rows);
+  layer.qkv(ws.normed_.data(), D, ws.qkv_.data(), QKV, rows, ws.scratch_);
+  const kernels::Rope rope{rope_table_.data(), c.head_dim(), c.rope_style};
+  rope(ws.qkv_.data(), QKV, rows, c.heads, positions);
+  rope(ws.qkv_.data() + D, QKV, rows, c.kv_heads, positions);
+  float* keys = cache.keys(l);
+  float* values = cache.values(l);
+  for (int r = 0; r < rows; ++r) {
+    const float* row = ws.qkv_.data() + static_cast<std::size_t>(r) * QKV;
+    std::memcpy(keys + static_cast<std::size_t>(first + r) * KV, row + D, sizeof(float) * KV);
+    std::memcpy(values + static_cast<std::size_t>(first + r) * KV, row + D + KV, sizeof(float) * KV);
+  }
+}
+
+void LlamaDecoder::output_and_ffn(const Layer& layer, float* x, int rows, DecoderWorkspace& ws) const {
+  const auto& c = config_;
+  const int D = c.dim, F = c.hidden_dim;
+  layer.attention_output(ws.context_.data(), x, rows, ws.scratch_);
+  kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, rows);
+  layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), rows, ws.scratch_);
+  kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, rows, F);
+  layer.down(ws.ffn_.data(), x, rows, ws.scratch_);
 }
 
 FlopCount LlamaDecoder::logits(DecoderWorkspace& ws, int first, int count) const {

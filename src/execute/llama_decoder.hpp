@@ -118,6 +118,13 @@ class LlamaDecoder {
   // `rows` in the workspace, scaled by scores[row].
   FlopCount native_layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws,
                                  std::span<const std::int32_t> routed, const float* scores) const;
+  // RmsNorm, QKV and RoPE of `rows` rows of x at `positions`: queries stay
+  // in the workspace, keys and values go to layer l's cache from entry `first`.
+  void project_and_cache(const Layer& layer, int l, const float* x, int rows, const std::int32_t* positions,
+                         KvCache& cache, int first, DecoderWorkspace& ws) const;
+  // Attention output projection and SwiGLU FFN, both added into x (rows ×
+  // dim), from the attention context in the workspace.
+  void output_and_ffn(const Layer& layer, float* x, int rows, DecoderWorkspace& ws) const;
   DecoderConfig config_;
   const kernels::Backend& backend_;
   std::vector<float> token_embeddings_;

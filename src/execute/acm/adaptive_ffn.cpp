@@ -48,6 +48,15 @@ AdaptiveFfn::AdaptiveFfn(int layer, FfnLearners learners, std::span<const float>
       gate_(backend, gate_weight, gate_bias, learners_.hidden(), learners_.learners(), kernels::Epilogue::none),
       corrections_(std::move(corrections)) {}
 
+double relative_error(const float* prefix, const float* correction, const float* full, const float* x, int width) {
+  double err = 0, size = 0;
+  for (int i = 0; i < width; ++i) {
+    const double d = prefix[i] + correction[i] - full[i];
+    err += d * d, size += double(x[i]) * x[i];
+  }
+  return std::sqrt(err / std::max(size, 1e-30));
+}
+
 AdaptiveFfn::AdaptiveFfn(AdaptiveFfn&&) noexcept = default;
 AdaptiveFfn::~AdaptiveFfn() = default;
 
@@ -71,15 +80,8 @@ void AdaptiveFfn::oracle_choice(const float* input, const float* residual, int r
     const float* c = correction(j).data();
     for (int r = 0; r < rows; ++r) {
       if (s.k[r] < N) continue;
-      const float* f = s.full.data() + static_cast<std::size_t>(r) * H;
-      const float* p = s.partial.data() + static_cast<std::size_t>(r) * H;
-      const float* x = residual + static_cast<std::size_t>(r) * H;
-      double err = 0, size = 0;
-      for (int i = 0; i < H; ++i) {
-        const double d = p[i] + c[i] - f[i];
-        err += d * d, size += double(x[i]) * x[i];
-      }
-      if (std::sqrt(err) <= epsilon * std::sqrt(std::max(size, 1e-30))) s.k[r] = j;
+      const std::size_t at = static_cast<std::size_t>(r) * H;
+      if (relative_error(s.partial.data() + at, c, s.full.data() + at, residual + at, H) <= epsilon) s.k[r] = j;
     }
     std::fill(s.rows_for.begin(), s.rows_for.begin() + N, 0);
     s.rows_for[j] = rows;

@@ -36,6 +36,10 @@ struct GateRule {
 
 class AdaptiveFfn;
 
+// A prefix's relative error on one row: ‖prefix + correction − full‖ / ‖x‖,
+// x the row's FFN input. What the gates predict (as its log) and the oracle measures.
+double relative_error(const float* prefix, const float* correction, const float* full, const float* x, int width);
+
 // Buffers one workspace routes widths with, sized once for `max_rows`.
 struct WidthScratch {
   WidthScratch() = default;
