@@ -8,6 +8,7 @@
 #include <skim/skim.hpp>
 
 #include "engine/router.hpp"
+#include "package_copy.hpp"
 #include "random_bert.hpp"
 #include "test_support.hpp"
 
@@ -117,12 +118,10 @@ TEST_F(AcmEngine, CombinesWithModInOneCommand) {
 }
 
 TEST_F(AcmEngine, BadGatesAreNamed) {
-  const fs::path dir = fresh_temp_dir("acm-bad");
-  for (const auto& entry : fs::directory_iterator(dir_)) fs::copy_file(entry.path(), dir / entry.path().filename());
-  std::ifstream in(dir / "skim.json");
-  auto j = nlohmann::json::parse(in);
-  in.close();
-  auto write = [&](const nlohmann::json& value) { std::ofstream(dir / "skim.json") << value.dump(); };
+  PackageCopy package(dir_, "acm-bad");
+  const fs::path& dir = package.dir();
+  const auto& j = package.original();
+  auto write = [&](const nlohmann::json& value) { package.write(value); };
   auto bad = j;
   bad["acm"]["budget"] = 1.5;
   write(bad);
@@ -143,18 +142,11 @@ TEST_F(AcmEngine, BadGatesAreNamed) {
   TinyBertSpec wider;
   wider.layers = 4;
   wider.hidden = 48;
-  const fs::path other = write_tiny_bert(fresh_temp_dir("acm-wider"), wider);
-  for (const char* name : {"config.json", "model.safetensors", "vocab.txt"})
-    fs::copy_file(other / name, dir / name, fs::copy_options::overwrite_existing);
-  bad = j;
-  bad["model_hash"] = skim::model_content_hash(dir);
-  write(bad);
+  package.replace_model(wider);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"acm.layer.0.gate.weight", "[4, 48]"});
   // And for another model altogether.
   write(j);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"another model"});
-  fs::remove_all(dir);
-  fs::remove_all(other);
 }
 
 TEST_F(AcmEngine, BadBudgetsLearnersAndTooLittleDataAreClearErrors) {

@@ -10,6 +10,7 @@
 #include "engine/engine_impl.hpp"
 #include "engine/router.hpp"
 #include "execute/mod/token_routing.hpp"
+#include "package_copy.hpp"
 #include "random_bert.hpp"
 #include "test_support.hpp"
 
@@ -154,38 +155,27 @@ TEST_F(ModEngine, APackageForAnotherModelIsRefused) {
 }
 
 TEST_F(ModEngine, BadRoutersAreNamed) {
-  const fs::path dir = fresh_temp_dir("mod-bad");
-  for (const auto& entry : fs::directory_iterator(dir_)) fs::copy_file(entry.path(), dir / entry.path().filename());
-  std::ifstream in(dir / "skim.json");
-  auto j = nlohmann::json::parse(in);
-  in.close();
-  auto write = [&](const nlohmann::json& value) { std::ofstream(dir / "skim.json") << value.dump(); };
+  PackageCopy package(dir_, "mod-bad");
+  const fs::path& dir = package.dir();
+  const auto& j = package.original();
   auto bad = j;
   bad["mod"]["layers"][0]["capacity"] = 1.5;
-  write(bad);
+  package.write(bad);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::format, {"mod.layers[0]", "outside (0, 1]"});
   bad = j;
   bad["mod"]["layers"][0]["layer"] = 9;
-  write(bad);
+  package.write(bad);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::format, {"layer 9", "4 layers"});
   bad = j;
   bad["mod"]["semantics"] = "native";
-  write(bad);
+  package.write(bad);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::format, {"mod.semantics", "native"});
   // A router whose width is not the model's hidden size.
   TinyBertSpec wider;
   wider.layers = 4;
   wider.hidden = 48;
-  const fs::path other = write_tiny_bert(fresh_temp_dir("mod-wider"), wider);
-  write(j);
-  for (const char* name : {"config.json", "model.safetensors", "vocab.txt"})
-    fs::copy_file(other / name, dir / name, fs::copy_options::overwrite_existing);
-  bad = j;
-  bad["model_hash"] = skim::model_content_hash(dir);
-  write(bad);
+  package.replace_model(wider);
   expect_error([&] { skim::Engine::open(dir); }, ErrorCode::model, {"mod.layer.", "hidden size is 48"});
-  fs::remove_all(dir);
-  fs::remove_all(other);
 }
 
 TEST_F(ModEngine, BadTargetsAndTooLittleDataAreClearErrors) {
