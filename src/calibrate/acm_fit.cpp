@@ -369,6 +369,7 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
                 {"argmax_agreement", fit.agreement},
                 {"seconds", fit.seconds}};
   if (progress) progress("checking", 1, 1);
+  fit.gating = std::move(gating);
   return fit;
 }
 

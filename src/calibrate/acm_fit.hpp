@@ -34,7 +34,8 @@ struct AcmFitOptions {
 };
 
 struct AcmFit {
-  execute::acm::WidthSpec spec;
+  execute::acm::WidthSpec spec;          // what the package stores
+  execute::acm::WidthGating gating;      // the same, packed (f32) and ready to run
   nlohmann::json report;
   double ffn_flops_share = 1;  // on the calibration texts, at the budget
   double agreement = 1;        // argmax agreement with the model without ACM

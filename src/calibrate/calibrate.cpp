@@ -199,11 +199,7 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
     report.acm_ffn_flops_share = fit.ffn_flops_share;
     report.acm_agreement = fit.agreement;
     report.acm_seconds = fit.seconds;
-    const auto& encoder = *engine->impl().encoder;
-    width = execute::acm::build_width_gating(
-        fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(store, encoder.config(), layer); },
-        execute::acm::Activation::gelu, encoder.hidden_size(), encoder.config().intermediate_size, encoder.backend(),
-        kernels::WeightPrecision::f32);
+    width = std::move(fit.gating);
     package.acm = std::move(fit.spec);
     package.acm_fit = std::move(fit.report);
   }
