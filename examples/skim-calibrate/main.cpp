@@ -1,5 +1,6 @@
 // skim-calibrate: fit the meaning-first router, Mixture-of-Depths token
-// routers and/or Adaptive Computation Module gates of a classification model.
+// routers and/or Adaptive Computation Module gates of a classification
+// model, or the routers and/or gates of a decoder on plain text (--text).
 //   skim-calibrate --model DIR [--train TRAIN] --calib CALIB [--split-train S]
 //                  [--split-calib S] [--epsilon E] [--delta D]
 //                  [--risk selective|joint] [--per-label] [--rules FILE]
@@ -13,8 +14,13 @@
 // TRAIN, runs the transformer (routed, if so) on CALIB and certifies the
 // gate. Writes skim.json + skim.safetensors into the model directory (or
 // --out). Data: TSV text<TAB>label or CLINC150 JSON (--split picks the part
-// of both files, or --split-train / --split-calib each). Any error: one line
-// on stderr, exit code 2.
+// of both files, or --split-train / --split-calib each).
+//   skim-calibrate --model MODEL --text FILE [--mod-capacity C] [--mod-layers ...]
+//                  [--acm-budget B] [--acm-learners N] [--acm-layers ...] [--out DIR]
+// A decoder (.gguf, llama2.c .bin or Hugging Face directory) on the documents
+// of FILE (split on <|endoftext|> or blank lines); the package goes beside a
+// single-file model as <file>.skim.json / <file>.skim.safetensors.
+// Any error: one line on stderr, exit code 2.
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <algorithm>
@@ -27,16 +33,17 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Calibrate the meaning-first router of a skim classification model"};
-  std::string model, train, calib, split, split_train, split_calib, rules, out, distill, risk = "selective";
+  std::string model, train, calib, text, split, split_train, split_calib, rules, out, distill, risk = "selective";
   std::vector<std::string> never_cache;
   double epsilon = 0.01, delta = 0.05, mod_capacity = 0, mod_flops = 0, acm_budget = 0;
   std::vector<int> mod_layers, acm_layers;
   int threads = 0, acm_learners = 0;
   bool per_label = false;
-  app.add_option("--model", model, "model directory")->required();
+  app.add_option("--model", model, "model directory (a decoder: .gguf, .bin or directory, with --text)")->required();
   app.add_option("--train", train,
                  "proposer training data (TSV text<TAB>label or CLINC150 JSON); without it, only MoD routers are fitted");
-  app.add_option("--calib", calib, "calibration data, drawn like production traffic")->required();
+  auto* calib_option = app.add_option("--calib", calib, "calibration data, drawn like production traffic");
+  app.add_option("--text", text, "a decoder's calibration documents (plain text)")->excludes(calib_option);
   app.add_option("--split", split, "CLINC150 JSON: the part of --train and --calib (train, val, test)");
   app.add_option("--split-train", split_train, "CLINC150 JSON: the part of --train (default train)");
   app.add_option("--split-calib", split_calib, "CLINC150 JSON: the part of --calib (default val)");
@@ -91,6 +98,27 @@ int main(int argc, char** argv) {
     if (app.count("--acm-budget")) options.acm_budget(acm_budget);
     options.acm_learners(acm_learners);
     if (!acm_layers.empty()) options.acm_layers(acm_layers);
+    if (!text.empty()) {
+      if (!train.empty()) throw skim::Error(skim::ErrorCode::invalid_argument, "--train does not apply with --text");
+      if (!options.fits_mod() && !options.fits_acm())
+        throw skim::Error(skim::ErrorCode::invalid_argument, "--text needs --mod-capacity or --acm-budget (or both)");
+      const auto documents = skim::read_documents(text);
+      std::cerr << "skim-calibrate: " << documents.size() << " documents\n";
+      const skim::CalibrationReport r = skim::calibrate_text(model, documents, options);
+      if (options.fits_mod()) {
+        std::printf("mod: %zu routed blocks:", r.mod_layers.size());
+        for (std::size_t i = 0; i < r.mod_layers.size(); ++i) std::printf(" layer %d at %.3f", r.mod_layers[i], r.mod_capacities[i]);
+        std::printf("; on a spread of the documents: %.1f%% of the dense FLOPs, next-token agreement with dense %.4f (%.1f s)\n",
+                    100 * r.mod_flops_share, r.mod_agreement, r.mod_seconds);
+      }
+      if (options.fits_acm())
+        std::printf("acm: %zu adaptive FFNs of %d learners; on a spread of the documents: %.1f%% of the FFNs' dense FLOPs, "
+                    "next-token agreement with the model without ACM %.4f (%.1f s)\n",
+                    r.acm_layers.size(), r.acm_learners, 100 * r.acm_ffn_flops_share, r.acm_agreement, r.acm_seconds);
+      std::printf("wrote %s and %s\n", r.skim_json.string().c_str(), r.skim_safetensors.string().c_str());
+      return 0;
+    }
+    if (calib.empty()) throw skim::Error(skim::ErrorCode::invalid_argument, "--calib (or, for a decoder, --text) is required");
     if (train.empty() && !options.fits_mod() && !options.fits_acm())
       throw skim::Error(skim::ErrorCode::invalid_argument,
                         "--train is required unless MoD routers or ACM gates are fitted (--mod-capacity, --mod-flops, --acm-budget)");

@@ -5,9 +5,11 @@
 //             [--mod-router learned|oracle|random]
 //             [--acm on|off] [--acm-budget B] [--acm-gate learned|oracle|uniform]
 //   skim-eval --model PATH --perplexity FILE [--threads N] [--mod on|off]
+//             [--mod-router ...] [--acm on|off] [--acm-budget B] [--acm-gate ...]
 // Decoders (--perplexity): scores FILE's documents (split on <|endoftext|>,
 // else on blank lines), each from BOS, and prints documents, tokens,
-// perplexity, the FLOPs executed and dense, seconds and the routed blocks.
+// perplexity, the FLOPs executed and dense (and the FFNs' part), seconds,
+// the routed blocks and the adaptive FFNs.
 // "transformer" is the model as configured: with Mixture-of-Depths routers or
 // ACM gates in the package (and --mod / --acm on), routed; transformer_flops
 // and transformer_dense_flops are what its calls executed and would have
@@ -24,6 +26,12 @@
 #include <vector>
 
 namespace {
+
+// The adaptive FFNs the engine runs with, or null.
+nlohmann::json acm_json(const skim::ModelInfo& info, const std::string& gate) {
+  if (info.acm_layers.empty()) return nullptr;
+  return {{"gate", gate}, {"layers", info.acm_layers}, {"learners", info.acm_learners}, {"budget", info.acm_budget}};
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -116,8 +124,19 @@ int main(int argc, char** argv) {
                         "--mod-capacity " + std::to_string(mod_capacity) + " is outside (0, 1]");
     if (data.empty() && perplexity.empty())
       throw skim::Error(skim::ErrorCode::invalid_argument, "give --data (classifiers) or --perplexity (decoders)");
+    if (app.count("--acm-budget") && !(acm_budget > 0 && acm_budget <= 1))
+      throw skim::Error(skim::ErrorCode::invalid_argument,
+                        "--acm-budget " + std::to_string(acm_budget) + " is outside (0, 1]");
+    skim::Options options;
+    options.threads(threads).mod(mod == "on").mod_capacity(mod_capacity).acm(acm == "on").acm_budget(acm_budget);
+    options.acm_gate(acm_gate == "oracle"    ? skim::AcmGate::oracle
+                     : acm_gate == "uniform" ? skim::AcmGate::uniform
+                                             : skim::AcmGate::learned);
+    options.mod_router(mod_router == "oracle"   ? skim::ModRouter::oracle
+                       : mod_router == "random" ? skim::ModRouter::random
+                                                : skim::ModRouter::learned);
     if (!perplexity.empty()) {
-      auto engine = skim::Engine::open(model, skim::Options().threads(threads).mod(mod == "on"));
+      auto engine = skim::Engine::open(model, options);
       if (!engine->info().is_decoder)
         throw skim::Error(skim::ErrorCode::invalid_argument,
                           "--perplexity needs a decoder; " + model + " is a " + engine->info().model_type + " encoder");
@@ -140,23 +159,15 @@ int main(int argc, char** argv) {
                                   {"perplexity", p.perplexity},
                                   {"transformer_flops", p.cost.flops},
                                   {"transformer_dense_flops", p.cost.dense_flops},
+                                  {"ffn_flops", p.cost.ffn_flops},
+                                  {"dense_ffn_flops", p.cost.dense_ffn_flops},
                                   {"seconds", p.cost.seconds},
-                                  {"mod", blocks.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"layers", blocks}}}};
+                                  {"mod", blocks.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"layers", blocks}}},
+                                  {"acm", acm_json(engine->info(), acm_gate)}};
       std::cout << out.dump(1) << "\n";
       return 0;
     }
-    if (app.count("--acm-budget") && !(acm_budget > 0 && acm_budget <= 1))
-      throw skim::Error(skim::ErrorCode::invalid_argument,
-                        "--acm-budget " + std::to_string(acm_budget) + " is outside (0, 1]");
     const auto rows = skim::read_labelled(data, split);
-    skim::Options options;
-    options.threads(threads).mod(mod == "on").mod_capacity(mod_capacity).acm(acm == "on").acm_budget(acm_budget);
-    options.acm_gate(acm_gate == "oracle"    ? skim::AcmGate::oracle
-                     : acm_gate == "uniform" ? skim::AcmGate::uniform
-                                             : skim::AcmGate::learned);
-    options.mod_router(mod_router == "oracle"   ? skim::ModRouter::oracle
-                       : mod_router == "random" ? skim::ModRouter::random
-                                                : skim::ModRouter::learned);
     auto dense = skim::Engine::open(model, skim::Options(options).router(false));
     const auto& labels = dense->info().labels;
     for (std::size_t i = 0; i < rows.size(); ++i)
@@ -184,12 +195,7 @@ int main(int argc, char** argv) {
       for (const auto& b : blocks) layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}});
       out["mod"] = {{"router", mod_router}, {"layers", layers}};
     }
-    const auto& info = dense->info();
-    if (info.acm_layers.empty())
-      out["acm"] = nullptr;
-    else
-      out["acm"] = {{"gate", acm_gate}, {"layers", info.acm_layers}, {"learners", info.acm_learners},
-                    {"budget", info.acm_budget}};
+    out["acm"] = acm_json(dense->info(), acm_gate);
 
     if (no_router) {
       add_quality(out, "", rows, transformer.answers);

@@ -147,4 +147,16 @@ struct CalibrationReport {
 CalibrationReport calibrate(const std::filesystem::path& model_dir, std::span<const LabelledText> train,
                             std::span<const LabelledText> calibration, const CalibrateOptions& options = {});
 
+// A decoder (GGUF, llama2.c or Hugging Face), fitted on plain documents (no
+// labels): Mixture-of-Depths routers (mod_capacity: every block of
+// mod_layers at that capacity, causal thresholds) and/or ACM gates
+// (acm_budget), written as the model's package (beside a single-file model
+// as <file>.skim.json and <file>.skim.safetensors). The report's agreements
+// are next-token top-1 agreements with the dense model. Throws skim::Error for
+// an encoder, a native Mixture-of-Depths checkpoint, neither MoD nor ACM
+// asked for, mod_flops (not supported for decoders), no documents, or too
+// few tokens.
+CalibrationReport calibrate_text(const std::filesystem::path& model, std::span<const std::string> documents,
+                                 const CalibrateOptions& options = {});
+
 }  // namespace skim

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <numeric>
 
-#include "execute/bert_encoder.hpp"
 #include "kernels/backend.hpp"
 #include "skim/error.hpp"
 
@@ -91,72 +90,46 @@ constexpr int kLevelCount = kAllocationLevelCount;
 
 int default_learners(int ffn_width) { return std::clamp(ffn_width / 256, 4, 16); }
 
-AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, std::span<const std::string> texts,
-               const AcmFitOptions& options) {
+AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitOptions& options) {
   const auto start = Clock::now();
-  if (!engine.encoder) throw Error(ErrorCode::invalid_argument, "ACM gates are fitted on encoders here (this model is a decoder)");
   if (!(options.budget > 0 && options.budget <= 1))
     throw Error(ErrorCode::invalid_argument, "ACM budget " + std::to_string(options.budget) + " is outside (0, 1]");
-  const auto& encoder = *engine.encoder;
-  const auto& config = encoder.config();
-  const int H = config.hidden_size, I = config.intermediate_size;
+  const int H = target.hidden, I = target.ffn;
   const int N = options.learners > 0 ? options.learners : default_learners(I);
   if (N > I)
     throw Error(ErrorCode::invalid_argument, "ACM: " + std::to_string(N) + " learners for an FFN of width " +
                                                  std::to_string(I) + " (need 1 to " + std::to_string(I) + ")");
-  const std::vector<int> layers = acm_layers(encoder.layers(), options.layers);
+  const std::vector<int> layers = acm_layers(target.layers, options.layers);
   const auto& progress = options.progress;
-  kernels::set_thread_count(engine.options.threads());
 
-  // 1. Dense passes (with the MoD routing, if any): Σ|a_j| per neuron and
-  // a sample of FFN inputs per layer.
-  const Packed packed = pack(engine, texts);
+  // 1. A dense pass (with the MoD routing, if any): Σ|a_j| per neuron and a
+  // sample of FFN inputs per layer.
   const std::size_t needed = static_cast<std::size_t>(5) * (H + 1);
-  if (packed.tokens < needed)
-    throw Error(ErrorCode::invalid_argument, "ACM: the calibration texts hold " + std::to_string(packed.tokens) +
+  if (target.tokens < needed)
+    throw Error(ErrorCode::invalid_argument, "ACM: the calibration texts hold " + std::to_string(target.tokens) +
                                                  " tokens; fitting gates on a hidden size of " + std::to_string(H) +
                                                  " needs at least " + std::to_string(needed));
-  const std::size_t stride = std::max<std::size_t>(1, (packed.tokens + options.max_tokens - 1) / options.max_tokens);
-  std::vector<Recording> recorded(encoder.layers());
+  const std::size_t stride = std::max<std::size_t>(1, (target.tokens + options.max_tokens - 1) / options.max_tokens);
+  std::vector<Recording> recorded(target.layers);
   for (int l : layers) recorded[l].activation_sum.assign(I, 0.0);
-  auto ws = encoder_workspace(engine);
-  std::optional<execute::mod::TokenRouting> routing;
-  if (options.mod) routing.emplace(*options.mod, execute::mod::Scorer::learned, 0, encoder.has_classifier());
-  std::size_t text = 0;
-  for (std::size_t b = 0; b < packed.batches.size(); ++b) {
-    if (progress) progress("recording FFN activations", b, packed.batches.size());
-    const auto& batch = packed.batches[b];
-    // Which text each row of the batch belongs to, to hold out whole texts.
-    std::vector<std::size_t> text_of(batch.rows());
-    for (int s = 0; s < batch.sequences(); ++s)
-      std::fill(text_of.begin() + batch.offsets[s], text_of.begin() + batch.offsets[s + 1], text + s);
-    encoder.embed(batch, ws);
-    for (int l = 0; l < encoder.layers(); ++l) {
-      execute::RowSelection selection = execute::RowSelection::every_row();
-      if (routing) selection = routing->select(l, ws.hidden(), H, batch, ws.routing_scratch());
-      Recording& rec = recorded[l];
-      auto probe = [&](const float* x, const float* a, int rows) {
-        for (int r = 0; r < rows; ++r) {
-          const float* act = a + static_cast<std::size_t>(r) * I;
-          for (int j = 0; j < I; ++j) rec.activation_sum[j] += std::abs(act[j]);
-          const int row = selection.all ? r : selection.rows[r];
-          if ((rec.tokens++) % stride != 0) continue;
-          rec.inputs.insert(rec.inputs.end(), x + static_cast<std::size_t>(r) * H, x + static_cast<std::size_t>(r + 1) * H);
-          rec.held_out.push_back(text_of[row] % 5 == 4);
-        }
-      };
-      encoder.layer_forward(l, batch, ws, selection, nullptr,
-                            rec.activation_sum.empty() ? execute::BertEncoder::FfnProbe{} : probe);
+  if (progress) progress("recording FFN activations", 0, 1);
+  target.record(layers, [&](int l, const float* x, const float* a, int rows, const char* held_out) {
+    Recording& rec = recorded[l];
+    for (int r = 0; r < rows; ++r) {
+      const float* act = a + static_cast<std::size_t>(r) * I;
+      for (int j = 0; j < I; ++j) rec.activation_sum[j] += std::abs(act[j]);
+      if ((rec.tokens++) % stride != 0) continue;
+      rec.inputs.insert(rec.inputs.end(), x + static_cast<std::size_t>(r) * H, x + static_cast<std::size_t>(r + 1) * H);
+      rec.held_out.push_back(held_out[r]);
     }
-    text += batch.sequences();
-  }
+  });
+  if (progress) progress("recording FFN activations", 1, 1);
 
   // 2. Per layer: neuron order, learners, corrections, gate.
   AcmFit fit;
   fit.spec.budget = options.budget;
   std::vector<Errors> errors;
   nlohmann::json layer_reports = nlohmann::json::array();
-  const kernels::Backend& backend = encoder.backend();
   kernels::Scratch gemm_scratch(backend);
   constexpr int chunk = 1024;
   std::vector<int> rows_for(N);
@@ -164,7 +137,7 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
     const int l = layers[li];
     if (progress) progress("fitting gates", li, layers.size());
     const Recording& rec = recorded[l];
-    const auto ffn = execute::BertEncoder::ffn_weights(weights, config, l);
+    const auto ffn = target.ffn_weights(l);
     LayerSpec spec;
     spec.layer = l;
     spec.learners = N;
@@ -177,7 +150,7 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
     spec.order.resize(I);
     std::iota(spec.order.begin(), spec.order.end(), 0);
     std::stable_sort(spec.order.begin(), spec.order.end(), [&](int a, int b) { return importance[a] > importance[b]; });
-    const FfnLearners learners(backend, execute::acm::Activation::gelu, ffn, H, I, spec.order, N);
+    const FfnLearners learners(backend, target.activation, ffn, H, I, spec.order, N);
 
     // Prefix sums P_k (k learners) and the FFN F = P_N per chunk of rows;
     // `visit(first, count, full, prefix, k)` sees P_k for k = 0..N−1.
@@ -288,29 +261,25 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
     }
   fit.spec.budgets = {{1.0, std::vector<float>(E, kEveryLearner), std::vector<float>(E, kEveryLearner)}};
   execute::acm::WidthGating gating = execute::acm::build_width_gating(
-      fit.spec, [&](int layer) { return execute::BertEncoder::ffn_weights(weights, config, layer); },
-      execute::acm::Activation::gelu, H, I, backend, kernels::WeightPrecision::f32);
-  auto acm_ws = encoder_workspace(engine, &gating);
-  const execute::mod::TokenRouting* tokens = routing ? &*routing : nullptr;
-  const bool classifier = encoder.has_classifier();
-  const std::vector<std::string> sample = spread_sample(texts, packed, options.max_sensitivity_tokens);
-  const Packed sample_batches = pack(engine, sample);
-  const EncoderOutputs whole = run_packed(engine, sample_batches, {tokens, nullptr}, acm_ws);
+      fit.spec, [&](int layer) { return target.ffn_weights(layer); }, target.activation, H, I, backend,
+      kernels::WeightPrecision::f32);
+  target.prepare(gating);
+  const ModelOutputs whole = target.run(nullptr, true);
   // Runs the sample with layer `li` at `level`, every other adaptive layer whole.
   auto run_alone = [&](std::size_t li, int level) {
     gating.budgets.front().log_epsilon.assign(E, kEveryLearner);
     gating.budgets.front().log_epsilon[li] = level_epsilon[li][level];
     const execute::acm::WidthRouting width(gating, Gate::learned, 1.0);
-    return run_packed(engine, sample_batches, {tokens, &width}, acm_ws);
+    return target.run(&width, true);
   };
   std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
       saved(E, std::vector<double>(kLevelCount, 0.0));
   for (std::size_t li = 0; li < E; ++li) {
-    const EncoderOutputs base = run_alone(li, 0);
+    const ModelOutputs base = run_alone(li, 0);
     for (int v = 1; v < kLevelCount; ++v) {
       if (progress) progress("measuring FFN sensitivity", li * (kLevelCount - 1) + v - 1, E * (kLevelCount - 1));
-      const EncoderOutputs adaptive = run_alone(li, v);
-      cost[li][v] = output_change(whole, adaptive, classifier);
+      const ModelOutputs adaptive = run_alone(li, v);
+      cost[li][v] = output_change(whole, adaptive, target.classifier);
       saved[li][v] = base.flops.ffn_executed - adaptive.flops.ffn_executed;
     }
   }
@@ -338,10 +307,10 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
   // 4. What it does on the calibration texts, at the budget asked for.
   if (progress) progress("checking", 0, 1);
   const execute::acm::WidthRouting width(gating, Gate::learned, options.budget);
-  const EncoderOutputs reference = run_packed(engine, packed, {tokens, nullptr}, acm_ws);
-  const EncoderOutputs adaptive = run_packed(engine, packed, {tokens, &width}, acm_ws);
+  const ModelOutputs reference = target.run(nullptr, false);
+  const ModelOutputs adaptive = target.run(&width, false);
   fit.ffn_flops_share = adaptive.flops.ffn_executed / std::max(adaptive.flops.ffn_dense, 1.0);
-  fit.agreement = classifier ? argmax_agreement(reference, adaptive) : 1.0;
+  fit.agreement = target.classifier ? argmax_agreement(reference, adaptive) : 1.0;
   fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   nlohmann::json sensitivity = nlohmann::json::array();
   for (std::size_t li = 0; li < E; ++li) {
@@ -354,18 +323,17 @@ AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, s
   fit.report = {{"budget", options.budget},
                 {"learners", N},
                 {"layers", layers},
-                {"texts", texts.size()},
-                {"tokens", packed.tokens},
+                {"tokens", target.tokens},
                 {"gate", "ridge regression of log relative error per prefix on the FFN input; k = first prefix within ε"},
                 {"per_layer", layer_reports},
                 {"allocation", "greedy by output change per FFN FLOP saved, each layer alone at each width"},
                 {"sensitivity", sensitivity},
-                {"sensitivity_texts", sample.size()},
+                {"sensitivity_texts", target.sample_texts},
+                {"checked_on", target.check_on},
                 {"greedy_steps", steps},
-                {"with_mod", options.mod != nullptr},
                 {"ffn_flops_share", fit.ffn_flops_share},
                 {"flops_share", adaptive.flops.executed / std::max(reference.flops.dense, 1.0)},
-                {"output_change", output_change(reference, adaptive, classifier)},
+                {"output_change", output_change(reference, adaptive, target.classifier)},
                 {"argmax_agreement", fit.agreement},
                 {"seconds", fit.seconds}};
   if (progress) progress("checking", 1, 1);

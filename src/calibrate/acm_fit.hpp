@@ -1,5 +1,5 @@
 #pragma once
-// Fitting Adaptive Computation Modules onto a pre-trained encoder's FFNs
+// Fitting Adaptive Computation Modules onto a pre-trained model's FFNs
 // from forward passes alone (DESIGN.md, "Width level"): order each FFN's
 // neurons by importance E|a_j|·‖W2[:, j]‖, cut them into learners, correct
 // each prefix by its mean residual c_k = E[FFN(x) − h_k(x)], and fit a gate
@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calibrate/acm_target.hpp"
 #include "calibrate/fitting.hpp"
 #include "execute/acm/adaptive_ffn.hpp"
 #include "format/safetensors.hpp"
@@ -26,10 +27,6 @@ struct AcmFitOptions {
   int learners = 0;         // per FFN; 0: FFN width / 256, within [4, 16]
   std::vector<int> layers;  // FFNs to make adaptive; empty: all
   std::size_t max_tokens = 16384;  // token rows per layer kept to fit gates and corrections
-  std::size_t max_sensitivity_tokens = 2048;  // tokens of the texts each layer's sensitivity is measured on
-  // MoD routers already fitted: recorded passes run with them, so the gates
-  // learn the FFN inputs the routed model produces.
-  const execute::mod::Routing* mod = nullptr;
   ProgressCallback progress;
 };
 
@@ -38,14 +35,19 @@ struct AcmFit {
   execute::acm::WidthGating gating;      // the same, packed (f32) and ready to run
   nlohmann::json report;
   double ffn_flops_share = 1;  // on the calibration texts, at the budget
-  double agreement = 1;        // argmax agreement with the model without ACM
+  double agreement = 1;        // argmax agreement with the model without ACM (per text, or per token of a decoder)
   double seconds = 0;
 };
 
-// Throws skim::Error for a budget outside (0, 1], learners outside [1, FFN
-// width], a layer outside the model, or too few tokens (saying how many).
-AcmFit fit_acm(const Engine::Impl& engine, const format::TensorStore& weights, std::span<const std::string> texts,
-               const AcmFitOptions& options);
+// Tokens of the calibration texts each layer's sensitivity is measured on
+// (AcmTarget's spread).
+inline constexpr std::size_t kAcmSensitivityTokens = 2048;
+
+// On `target` (whose token routing, if any, the gates then learn the FFN
+// inputs of). Throws skim::Error for a budget outside (0, 1], learners
+// outside [1, FFN width], a layer outside the model, or too few tokens
+// (saying how many).
+AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitOptions& options);
 
 // The learner count used when none is asked for.
 int default_learners(int ffn_width);

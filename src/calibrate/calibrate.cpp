@@ -129,17 +129,39 @@ std::vector<std::string> read_lines(const fs::path& file) {
   return lines;
 }
 
-CalibrationReport write_and_report(const fs::path& model_dir, const CalibrateOptions& options,
+CalibrationReport write_and_report(const fs::path& model, const CalibrateOptions& options,
                                    const RouterPackage& package, CalibrationReport report) {
-  const fs::path out = options.out().empty() ? model_dir : options.out();
-  fs::create_directories(out);
-  write_package(out, package);
+  const PackageFiles files = package_files(model, options.out());
+  fs::create_directories(files.json.parent_path());
+  write_package(files, package);
   report.certificate = package.certificate;
-  report.skim_json = out / kPackageJson;
-  report.skim_safetensors = out / kPackageTensors;
+  report.skim_json = files.json;
+  report.skim_safetensors = files.tensors;
   spdlog::debug("skim-calibrate: wrote {} ({})", report.skim_json.string(),
                 report.certificate.certified ? "certified" : "uncertified");
   return report;
+}
+
+// ACM gates on `target` into the package and the report; returns them packed.
+execute::acm::WidthGating fit_acm_into(calibration::AcmTarget& target, const Engine::Impl& engine,
+                                       const CalibrateOptions& options, RouterPackage& package,
+                                       CalibrationReport& report) {
+  calibration::AcmFitOptions acm;
+  acm.budget = options.acm_budget();
+  acm.learners = options.acm_learners();
+  acm.layers = options.acm_layers();
+  acm.progress = options.progress();
+  kernels::set_thread_count(engine.options.threads());
+  calibration::AcmFit fit = calibration::fit_acm(target, engine.backend, acm);
+  fit.report["with_mod"] = package.mod.has_value();
+  for (const auto& l : fit.spec.layers) report.acm_layers.push_back(l.layer);
+  report.acm_learners = fit.spec.layers.empty() ? 0 : fit.spec.layers.front().learners;
+  report.acm_ffn_flops_share = fit.ffn_flops_share;
+  report.acm_agreement = fit.agreement;
+  report.acm_seconds = fit.seconds;
+  package.acm = std::move(fit.spec);
+  package.acm_fit = std::move(fit.report);
+  return std::move(fit.gating);
 }
 
 }  // namespace
@@ -184,24 +206,11 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
   // Then the FFN gates, on the FFN inputs the routed model produces.
   std::optional<execute::acm::WidthGating> width;
   if (options.fits_acm()) {
-    if (!engine->impl().encoder)
-      throw Error(ErrorCode::invalid_argument, "ACM gates are fitted on encoders here (this model is a decoder)");
-    calibration::AcmFitOptions acm;
-    acm.budget = options.acm_budget();
-    acm.learners = options.acm_learners();
-    acm.layers = options.acm_layers();
-    acm.mod = package.mod ? &*package.mod : nullptr;
-    acm.progress = progress;
     const auto store = format::TensorStore::open_directory(model_dir);
-    calibration::AcmFit fit = calibration::fit_acm(engine->impl(), store, calib_texts, acm);
-    for (const auto& l : fit.spec.layers) report.acm_layers.push_back(l.layer);
-    report.acm_learners = fit.spec.layers.empty() ? 0 : fit.spec.layers.front().learners;
-    report.acm_ffn_flops_share = fit.ffn_flops_share;
-    report.acm_agreement = fit.agreement;
-    report.acm_seconds = fit.seconds;
-    width = std::move(fit.gating);
-    package.acm = std::move(fit.spec);
-    package.acm_fit = std::move(fit.report);
+    const auto target = calibration::encoder_target(engine->impl(), store, calib_texts,
+                                                    package.mod ? &*package.mod : nullptr,
+                                                    calibration::kAcmSensitivityTokens);
+    width = fit_acm_into(*target, engine->impl(), options, package, report);
   }
   if (train.empty()) return write_and_report(model_dir, options, package, report);
 
@@ -305,6 +314,64 @@ CalibrationReport calibrate(const fs::path& model_dir, std::span<const LabelledT
                          {"agreement", report.agreement}};
 
   return write_and_report(model_dir, options, package, report);
+}
+
+CalibrationReport calibrate_text(const fs::path& model, std::span<const std::string> documents,
+                                 const CalibrateOptions& options) {
+  if (!options.fits_mod() && !options.fits_acm())
+    throw Error(ErrorCode::invalid_argument, "calibrate_text: ask for MoD routers (mod_capacity) or ACM gates (acm_budget)");
+  if (options.mod_flops() > 0)
+    throw Error(ErrorCode::invalid_argument, "a FLOPs target for MoD (mod_flops) is not supported for decoders; give mod_capacity");
+  if (documents.empty()) throw Error(ErrorCode::invalid_argument, "no calibration documents");
+  auto engine = Engine::open(model, Options().threads(options.threads()).router(false).mod(false).acm(false));
+  const Engine::Impl& impl = engine->impl();
+  if (!impl.decoder)
+    throw Error(ErrorCode::invalid_argument, model.string() + " is an encoder; calibrate it with labelled texts (calibrate)");
+  if (impl.decoder_routing)
+    throw Error(ErrorCode::invalid_argument, model.string() + " is a native Mixture-of-Depths checkpoint: it routes with "
+                                             "its own trained routers, and fitted ones do not apply to it");
+  kernels::set_thread_count(options.threads());
+  CalibrationReport report;
+  report.calibration_rows = documents.size();
+  RouterPackage package;
+  package.model_hash = model_content_hash(model);
+  const DecoderWeights weights = open_decoder_weights(model);
+
+  if (options.fits_mod()) {
+    const auto start = Clock::now();
+    std::vector<std::vector<std::int32_t>> sequences;
+    for (const auto& d : documents) {
+      auto ids = impl.sentencepiece->encode(d, true, false);
+      if (ids.size() > static_cast<std::size_t>(impl.llama_config.context)) ids.resize(impl.llama_config.context);
+      sequences.push_back(std::move(ids));
+    }
+    package.mod = calibration::fit_decoder_routers(*impl.decoder, sequences, options.mod_layers(),
+                                                   options.mod_capacity(), package.mod_fit);
+    for (const auto& b : package.mod->blocks) {
+      report.mod_layers.push_back(b.layer);
+      report.mod_capacities.push_back(b.capacity);
+    }
+    // What the routers do on a spread of the documents, against the dense model.
+    const auto dense = calibration::decoder_target(impl, *weights.source, weights.naming, documents, nullptr,
+                                                   calibration::kAcmSensitivityTokens);
+    const auto routed = calibration::decoder_target(impl, *weights.source, weights.naming, documents, &*package.mod,
+                                                    calibration::kAcmSensitivityTokens);
+    const auto reference = dense->run(nullptr, true), outputs = routed->run(nullptr, true);
+    report.mod_flops_share = outputs.flops.executed / std::max(reference.flops.dense, 1.0);
+    report.mod_agreement = calibration::argmax_agreement(reference, outputs);
+    report.mod_seconds = seconds_since(start);
+    package.mod_fit["flops_share"] = report.mod_flops_share;
+    package.mod_fit["argmax_agreement"] = report.mod_agreement;
+    package.mod_fit["output_change"] = calibration::output_change(reference, outputs, true);
+    package.mod_fit["checked_on"] = dense->check_on;
+  }
+  if (options.fits_acm()) {
+    const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, documents,
+                                                    package.mod ? &*package.mod : nullptr,
+                                                    calibration::kAcmSensitivityTokens);
+    fit_acm_into(*target, impl, options, package, report);
+  }
+  return write_and_report(model, options, package, report);
 }
 
 }  // namespace skim

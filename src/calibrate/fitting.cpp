@@ -33,15 +33,15 @@ execute::EncoderWorkspace encoder_workspace(const Engine::Impl& engine, const ex
   return execute::EncoderWorkspace(*engine.encoder, engine.max_batch_rows, engine.max_sequence, width);
 }
 
-int EncoderOutputs::argmax(std::size_t text) const {
+int ModelOutputs::argmax(std::size_t text) const {
   const float* row = values.data() + text * width;
   return static_cast<int>(std::max_element(row, row + width) - row);
 }
 
-EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const execute::Skipping& skip,
+ModelOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const execute::Skipping& skip,
                           execute::EncoderWorkspace& ws) {
   const bool classifier = engine.encoder->has_classifier();
-  EncoderOutputs out;
+  ModelOutputs out;
   out.width = classifier ? engine.encoder->num_labels() : engine.encoder->hidden_size();
   out.tokens = packed.tokens;
   for (const auto& batch : packed.batches) {
@@ -59,14 +59,14 @@ EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, cons
   return out;
 }
 
-EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
+ModelOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
                               const execute::Skipping& skip) {
   kernels::set_thread_count(engine.options.threads());
   auto ws = encoder_workspace(engine, skip.width ? &skip.width->gating() : nullptr);
   return run_packed(engine, pack(engine, texts), skip, ws);
 }
 
-double output_change(const EncoderOutputs& dense, const EncoderOutputs& routed, bool classifier) {
+double output_change(const ModelOutputs& dense, const ModelOutputs& routed, bool classifier) {
   const std::size_t texts = dense.texts();
   double total = 0;
   std::vector<float> p(dense.width), q(dense.width);
@@ -89,7 +89,7 @@ double output_change(const EncoderOutputs& dense, const EncoderOutputs& routed, 
   return total / std::max<std::size_t>(texts, 1);
 }
 
-double argmax_agreement(const EncoderOutputs& reference, const EncoderOutputs& other) {
+double argmax_agreement(const ModelOutputs& reference, const ModelOutputs& other) {
   const std::size_t n = reference.texts();
   std::size_t agree = 0;
   for (std::size_t t = 0; t < n; ++t) agree += reference.argmax(t) == other.argmax(t);
@@ -128,9 +128,12 @@ RidgeFit ridge_with_held_out(const Normal& f, const Normal& h) {
   return fit;
 }
 
+std::size_t spread_stride(std::size_t tokens, std::size_t max_tokens) {
+  return std::max<std::size_t>(1, (tokens + max_tokens - 1) / std::max<std::size_t>(max_tokens, 1));
+}
+
 std::vector<std::string> spread_sample(std::span<const std::string> texts, const Packed& packed, std::size_t max_tokens) {
-  const std::size_t stride =
-      std::max<std::size_t>(1, (packed.tokens + max_tokens - 1) / std::max<std::size_t>(max_tokens, 1));
+  const std::size_t stride = spread_stride(packed.tokens, max_tokens);
   std::vector<std::string> sample;
   for (std::size_t i = 0; i < texts.size(); i += stride) sample.push_back(texts[i]);
   return sample;

@@ -22,10 +22,10 @@ struct Packed {
 Packed pack(const Engine::Impl& engine, std::span<const std::string> texts);
 execute::EncoderWorkspace encoder_workspace(const Engine::Impl& engine, const execute::acm::WidthGating* width = nullptr);
 
-// The encoder's outputs for texts: classifier logits (or, without a
-// classifier, the first row's last hidden state), one row per text, with the
-// FLOPs spent.
-struct EncoderOutputs {
+// A model's outputs: an encoder's classifier logits (or, without a
+// classifier, the first row's last hidden state), one row per text; a
+// decoder's next-token logits, one row per token; with the FLOPs spent.
+struct ModelOutputs {
   std::vector<float> values;
   int width = 0;
   execute::FlopCount flops;
@@ -35,16 +35,16 @@ struct EncoderOutputs {
 };
 // Batches packed once, in a workspace made once (fitters run the same texts
 // many times), skipping what `skip` says.
-EncoderOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const execute::Skipping& skip,
+ModelOutputs run_packed(const Engine::Impl& engine, const Packed& packed, const execute::Skipping& skip,
                           execute::EncoderWorkspace& ws);
 // The same from texts, in a workspace of its own sized for `skip`.
-EncoderOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
+ModelOutputs run_encoder_on(const Engine::Impl& engine, std::span<const std::string> texts,
                               const execute::Skipping& skip);
 // Mean KL(reference ‖ other) of the classifier's softmax; without a
 // classifier, the mean squared relative change of the output rows.
-double output_change(const EncoderOutputs& reference, const EncoderOutputs& other, bool classifier);
+double output_change(const ModelOutputs& reference, const ModelOutputs& other, bool classifier);
 // Share of texts whose argmax (the predicted label) is the same in both.
-double argmax_agreement(const EncoderOutputs& reference, const EncoderOutputs& other);
+double argmax_agreement(const ModelOutputs& reference, const ModelOutputs& other);
 
 // Normal equations of a ridge regression (features with a trailing 1 for
 // the bias), accumulated over fitting or held-out rows.
@@ -68,7 +68,8 @@ struct RidgeFit {
 RidgeFit ridge_with_held_out(const Normal& fitting, const Normal& held_out);
 
 // Every `stride`-th text, the stride chosen so that about `max_tokens` of the
-// packed texts' tokens remain: a spread of the texts to measure on.
+// texts' `tokens` remain: a spread of the texts to measure on.
+std::size_t spread_stride(std::size_t tokens, std::size_t max_tokens);
 std::vector<std::string> spread_sample(std::span<const std::string> texts, const Packed& packed, std::size_t max_tokens);
 
 // Greedy allocation of compute over blocks (MoD layers, ACM FFNs): each block

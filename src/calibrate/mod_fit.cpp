@@ -144,7 +144,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   const std::vector<std::string> sample = spread_sample(texts, packed, options.max_sensitivity_tokens);
   const Packed sample_batches = pack(engine, sample);
   const bool classifier = engine.encoder->has_classifier();
-  const EncoderOutputs dense = run_packed(engine, sample_batches, {}, ws);
+  const ModelOutputs dense = run_packed(engine, sample_batches, {}, ws);
   const std::size_t E = fit.eligible.size();
   std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
       saved(E, std::vector<double>(kLevelCount, 0.0));
@@ -155,7 +155,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
       alone.blocks.push_back(fitted.blocks[e]);
       alone.blocks.back().capacity = kLevels[v];
       const TokenRouting routing(alone, execute::mod::Scorer::learned, 0, classifier);
-      const EncoderOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
+      const ModelOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
       cost[e][v] = output_change(dense, routed, classifier);
       saved[e][v] = dense.flops.executed - routed.flops.executed;
     }
@@ -184,7 +184,7 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
 
   // 5. What the allocation does, jointly, on the same texts.
   const TokenRouting routing(fit.routing, execute::mod::Scorer::learned, 0, classifier);
-  const EncoderOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
+  const ModelOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
   fit.flops_share = routed.flops.executed / dense.flops.dense;
   fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   nlohmann::json allocation = nlohmann::json::array();

@@ -39,15 +39,6 @@ execute::mod::TokenRouting token_routing(const Engine::Impl& engine) {
                                     engine.encoder->has_classifier());
 }
 
-// The engine's ACM width routing as its options ask (gate, budget override).
-std::optional<execute::acm::WidthRouting> width_routing(const Engine::Impl& engine) {
-  if (!engine.acm) return std::nullopt;
-  const auto gate = engine.options.acm_gate() == AcmGate::oracle    ? execute::acm::Gate::oracle
-                    : engine.options.acm_gate() == AcmGate::uniform ? execute::acm::Gate::uniform
-                                                                    : execute::acm::Gate::learned;
-  return std::optional<execute::acm::WidthRouting>(std::in_place, *engine.acm, gate, engine.options.acm_budget());
-}
-
 // Tokenizes `texts`, runs them in chunks of at most max_batch_rows tokens,
 // and calls emit(input index, sequence in batch, cost) while the workspace
 // holds that chunk's results (hidden states and, when `head`, logits).
@@ -70,8 +61,7 @@ void run_encoder(const Engine::Impl& engine, SessionState& state, std::span<cons
   }
   std::optional<execute::mod::TokenRouting> tokens;
   if (engine.mod_routing) tokens.emplace(token_routing(engine));
-  const auto widths = width_routing(engine);
-  const execute::Skipping skip{tokens ? &*tokens : nullptr, widths ? &*widths : nullptr};
+  const execute::Skipping skip{tokens ? &*tokens : nullptr, engine.acm_routing ? &*engine.acm_routing : nullptr};
   std::size_t next = 0;
   while (next < texts.size()) {
     const auto start = Clock::now();

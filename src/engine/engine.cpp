@@ -61,7 +61,7 @@ std::unique_ptr<SessionState> Engine::Impl::make_state() const {
     s->encoder_workspace =
         std::make_unique<execute::EncoderWorkspace>(*encoder, max_batch_rows, max_sequence, acm ? &*acm : nullptr);
   if (decoder) {
-    s->decoder_workspace = std::make_unique<execute::DecoderWorkspace>(*decoder, max_batch_rows);
+    s->decoder_workspace = std::make_unique<execute::DecoderWorkspace>(*decoder, max_batch_rows, acm ? &*acm : nullptr);
     s->cache.emplace(decoder->make_cache());
     s->logits.resize(llama_config.vocab);
   }
@@ -83,6 +83,12 @@ std::shared_ptr<const Engine> Engine::open(const fs::path& path, const Options& 
     open_bert(*impl, path);
   else
     open_llama(*impl, path);
+  if (impl->acm) {
+    const auto gate = options.acm_gate() == AcmGate::oracle    ? execute::acm::Gate::oracle
+                      : options.acm_gate() == AcmGate::uniform ? execute::acm::Gate::uniform
+                                                               : execute::acm::Gate::learned;
+    impl->acm_routing.emplace(*impl->acm, gate, options.acm_budget());
+  }
   spdlog::debug("skim: opened {} ({}, {} layers, hidden {}) in {:.3f} s", impl->info.directory, impl->info.model_type,
                 impl->info.layers, impl->info.hidden_size,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());

@@ -51,7 +51,8 @@ struct Engine::Impl {
   // mixture_of_depths): generate() and score() always run with it, since such
   // a model is only correct with its routing. Options::mod(false) keeps it
   // with every threshold at −∞: every token runs every block, still scaled
-  // by its router score. Empty for other decoders.
+  // by its router score. Or post-hoc routers from the model's package
+  // (skim-calibrate --text), unless Options::mod is off. Empty otherwise.
   std::optional<execute::mod::Routing> decoder_routing;
 
   // The meaning-first router, when the model directory holds skim.json
@@ -61,6 +62,8 @@ struct Engine::Impl {
   std::optional<execute::mod::Routing> mod_routing;
   // Adaptive FFNs (ACM), when the package has gates (and Options::acm is on).
   std::optional<execute::acm::WidthGating> acm;
+  // Its rules as Options ask (gate, budget), made once at open.
+  std::optional<execute::acm::WidthRouting> acm_routing;
 
   int max_sequence = 0;    // encoder: tokens per text, specials included
   int max_batch_rows = 0;  // tokens per forward pass (encoder batch, decoder prefill chunk)
@@ -88,6 +91,12 @@ inline kernels::WeightPrecision packed_precision(const Options& options) {
 // Opening (engine/open_*.cpp).
 void open_bert(Engine::Impl& impl, const std::filesystem::path& dir);
 void open_llama(Engine::Impl& impl, const std::filesystem::path& path);  // .gguf, .bin or HF dir
+// A decoder's weights as the loader reads them, and the names they go by.
+struct DecoderWeights {
+  std::unique_ptr<format::TensorSource> source;
+  execute::DecoderNaming naming = execute::DecoderNaming::gguf;
+};
+DecoderWeights open_decoder_weights(const std::filesystem::path& path);
 
 // The work (engine/classify.cpp, engine/generate.cpp).
 // Through the router when there is one, else straight to the transformer.

@@ -18,13 +18,21 @@ void require_decoder(const Engine::Impl& engine, const char* what) {
                                                  engine.info.model_type + " encoder (use classify or embed)");
 }
 
-// One forward pass of the decoder, with the model's own routing when it is a
-// native Mixture-of-Depths checkpoint.
+// One forward pass of the decoder, with its token routing (a native
+// checkpoint's own, or the package's post-hoc routers) and adaptive FFNs.
 execute::FlopCount forward(const Engine::Impl& engine, std::span<const std::int32_t> tokens, execute::KvCache& cache,
                            execute::DecoderWorkspace& ws) {
-  if (!engine.decoder_routing) return engine.decoder->forward(tokens, cache, ws);
-  const execute::mod::TokenRouting routing(*engine.decoder_routing, execute::mod::Scorer::learned, 0, false);
-  return engine.decoder->forward(tokens, cache, ws, routing);
+  std::optional<execute::mod::TokenRouting> routing;
+  if (engine.decoder_routing) {
+    const bool native = engine.decoder_routing->semantics == execute::mod::Semantics::native;
+    const auto scorer = native || engine.options.mod_router() == ModRouter::learned ? execute::mod::Scorer::learned
+                        : engine.options.mod_router() == ModRouter::oracle           ? execute::mod::Scorer::oracle
+                                                                                     : execute::mod::Scorer::random;
+    routing.emplace(*engine.decoder_routing, scorer, 0, false);
+  }
+  return engine.decoder->forward(tokens, cache, ws,
+                                 execute::Skipping{routing ? &*routing : nullptr,
+                                                   engine.acm_routing ? &*engine.acm_routing : nullptr});
 }
 
 // Feeds `tokens` through the decoder in workspace-sized chunks, appending to
@@ -118,7 +126,7 @@ Generation generate_with(const Engine::Impl& engine, SessionState& state, std::s
   g.text += piece_text;
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   g.decode_seconds = seconds - g.prefill_seconds;
-  g.cost = {flops.executed, flops.dense, seconds};
+  g.cost = {flops.executed, flops.dense, seconds, flops.ffn_executed, flops.ffn_dense};
   return g;
 }
 
@@ -159,7 +167,8 @@ Score score_with(const Engine::Impl& engine, SessionState& state, std::string_vi
     at += n;
   }
   s.tokens = ids.empty() ? 0 : ids.size() - 1;
-  s.cost = {flops.executed, flops.dense, std::chrono::duration<double>(Clock::now() - start).count()};
+  s.cost = {flops.executed, flops.dense, std::chrono::duration<double>(Clock::now() - start).count(),
+            flops.ffn_executed, flops.ffn_dense};
   reset_conversation(state);
   return s;
 }

@@ -72,14 +72,15 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
   info.pooling = c.pooling;
 
   const bool use_router = impl.options.router(), use_mod = impl.options.mod(), use_acm = impl.options.acm();
-  if ((use_router || use_mod || use_acm) && fs::exists(dir / kPackageJson)) {
+  const PackageFiles files = package_files(dir);
+  if ((use_router || use_mod || use_acm) && fs::exists(files.json)) {
     RouterPackage package = read_package(
-        dir, {c.id2label, model_content_hash(dir), c.num_hidden_layers, c.hidden_size, c.intermediate_size});
+        files, {c.id2label, model_content_hash(dir), c.num_hidden_layers, c.hidden_size, c.intermediate_size});
     if (use_mod && package.mod) {
       impl.mod_routing = std::move(*package.mod);
       for (const auto& b : impl.mod_routing->blocks)
         info.mod_blocks.push_back({b.layer, impl.options.mod_capacity() > 0 ? impl.options.mod_capacity() : b.capacity});
-      spdlog::debug("skim: {} MoD-routed blocks from {}", impl.mod_routing->blocks.size(), (dir / kPackageJson).string());
+      spdlog::debug("skim: {} MoD-routed blocks from {}", impl.mod_routing->blocks.size(), files.json.string());
     }
     if (use_acm && package.acm) {
       const auto store = format::TensorStore::open_directory(dir);
@@ -90,13 +91,13 @@ void open_bert(Engine::Impl& impl, const fs::path& dir) {
       for (const auto& l : impl.acm->layers) info.acm_layers.push_back(l.layer());
       info.acm_learners = impl.acm->max_learners();
       info.acm_budget = impl.options.acm_budget() > 0 ? impl.options.acm_budget() : impl.acm->budget;
-      spdlog::debug("skim: {} adaptive FFNs from {}", impl.acm->layers.size(), (dir / kPackageJson).string());
+      spdlog::debug("skim: {} adaptive FFNs from {}", impl.acm->layers.size(), files.json.string());
     }
     if (use_router && package.proposer) {
       if (c.id2label.empty())
-        throw Error(ErrorCode::model, (dir / kPackageJson).string() + ": a router needs a classifier (config has no id2label)");
+        throw Error(ErrorCode::model, files.json.string() + ": a router needs a classifier (config has no id2label)");
       impl.router = std::make_unique<Router>(std::move(package), impl.options);
-      spdlog::debug("skim: router from {} ({})", (dir / kPackageJson).string(),
+      spdlog::debug("skim: router from {} ({})", files.json.string(),
                     impl.router->stats().certificate.certified ? "certified" : "uncertified");
     }
   }

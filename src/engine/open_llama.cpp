@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine_impl.hpp"
+#include "engine/router.hpp"
 #include "format/gguf.hpp"
 #include "format/llama2c.hpp"
 #include "format/safetensors.hpp"
@@ -283,27 +284,61 @@ void fill_info(Engine::Impl& impl, const std::string& type) {
   info.max_sequence_length = c.context;
 }
 
+// The package skim-calibrate --text wrote for this model, if any: post-hoc
+// Mixture-of-Depths routers and ACM gates. A native checkpoint routes with
+// its own routers; a package's routers would contradict them.
+void load_decoder_package(Engine::Impl& impl, const fs::path& path, const DecoderWeights& weights) {
+  const bool use_mod = impl.options.mod(), use_acm = impl.options.acm();
+  const PackageFiles files = package_files(path);
+  if (!(use_mod || use_acm) || !fs::exists(files.json)) return;
+  const auto& c = impl.llama_config;
+  RouterPackage package = read_package(files, {{}, model_content_hash(path), c.layers, c.dim, c.hidden_dim});
+  if (package.proposer)
+    throw Error(ErrorCode::model, files.json.string() + ": a meaning-first router needs a classifier; this model is a decoder");
+  if (package.mod && impl.decoder_routing)
+    throw Error(ErrorCode::model, files.json.string() + ": post-hoc routers for a native Mixture-of-Depths checkpoint");
+  if (use_mod && package.mod) {
+    if (impl.options.mod_capacity() > 0)
+      throw Error(ErrorCode::unsupported, files.json.string() + ": Options::mod_capacity does not apply to a decoder's "
+                                          "routers (their causal thresholds are fitted for the package's capacities)");
+    impl.decoder_routing = std::move(*package.mod);
+    for (const auto& b : impl.decoder_routing->blocks) impl.info.mod_blocks.push_back({b.layer, b.capacity});
+  }
+  if (use_acm && package.acm) {
+    impl.acm = execute::acm::build_width_gating(
+        *package.acm,
+        [&](int layer) { return execute::LlamaDecoder::ffn_weights(*weights.source, c, weights.naming, layer); },
+        execute::acm::Activation::swiglu, c.dim, c.hidden_dim, impl.backend, packed_precision(impl.options));
+    for (const auto& l : impl.acm->layers) impl.info.acm_layers.push_back(l.layer());
+    impl.info.acm_learners = impl.acm->max_learners();
+    impl.info.acm_budget = impl.options.acm_budget() > 0 ? impl.options.acm_budget() : impl.acm->budget;
+  }
+}
+
 }  // namespace
+
+DecoderWeights open_decoder_weights(const fs::path& path) {
+  if (fs::is_directory(path))
+    return {std::make_unique<format::TensorStore>(format::TensorStore::open_directory(path)),
+            execute::DecoderNaming::hugging_face};
+  if (is_gguf(path)) return {std::make_unique<format::GgufFile>(path), execute::DecoderNaming::gguf};
+  return {std::make_unique<format::Llama2cCheckpoint>(path), execute::DecoderNaming::gguf};
+}
 
 void open_llama(Engine::Impl& impl, const fs::path& path) {
   const WeightPrecision requested = impl.options.weight_precision();
   const execute::WeightPacking precision{packed_precision(impl.options),
                                          requested == WeightPrecision::automatic || requested == WeightPrecision::q8_0};
+  const DecoderWeights weights = open_decoder_weights(path);
   if (fs::is_directory(path)) {
     impl.llama_config = hf_config(path);
-    auto store = format::TensorStore::open_directory(path);
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(hf_tokenizer(path, impl.llama_config.vocab));
-    impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, store, execute::DecoderNaming::hugging_face,
-                                                           impl.backend, precision);
-    impl.decoder_routing = hf_mod_routing(path, impl.llama_config, store);
-  } else if (is_gguf(path)) {
-    format::GgufFile file(path);
-    impl.llama_config = gguf_config(file);
-    impl.sentencepiece = std::make_unique<SentencePieceBpe>(gguf_tokenizer(file, impl.llama_config.vocab));
-    impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, file, execute::DecoderNaming::gguf, impl.backend, precision);
+    impl.decoder_routing = hf_mod_routing(path, impl.llama_config, *weights.source);
+  } else if (const auto* gguf = dynamic_cast<const format::GgufFile*>(weights.source.get())) {
+    impl.llama_config = gguf_config(*gguf);
+    impl.sentencepiece = std::make_unique<SentencePieceBpe>(gguf_tokenizer(*gguf, impl.llama_config.vocab));
   } else {
-    format::Llama2cCheckpoint file(path);
-    const auto& h = file.header();
+    const auto& h = dynamic_cast<const format::Llama2cCheckpoint&>(*weights.source).header();
     DecoderConfig c;
     c.dim = h.dim, c.hidden_dim = h.hidden_dim, c.layers = h.n_layers, c.heads = h.n_heads, c.kv_heads = h.n_kv_heads;
     c.vocab = h.vocab_size, c.context = h.seq_len;
@@ -311,8 +346,9 @@ void open_llama(Engine::Impl& impl, const fs::path& path) {
     impl.llama_config = c;
     impl.sentencepiece = std::make_unique<SentencePieceBpe>(
         SentencePieceBpe::from_llama2c(llama2c_tokenizer_path(path, impl.options, c.vocab), c.vocab));
-    impl.decoder = std::make_unique<execute::LlamaDecoder>(c, file, execute::DecoderNaming::gguf, impl.backend, precision);
   }
+  impl.decoder = std::make_unique<execute::LlamaDecoder>(impl.llama_config, *weights.source, weights.naming,
+                                                         impl.backend, precision);
   if (impl.sentencepiece->vocab_size() != static_cast<std::size_t>(impl.llama_config.vocab))
     throw Error(ErrorCode::model, path.string() + ": the tokenizer has " + std::to_string(impl.sentencepiece->vocab_size()) +
                                       " tokens, the model " + std::to_string(impl.llama_config.vocab));
@@ -335,6 +371,7 @@ void open_llama(Engine::Impl& impl, const fs::path& path) {
       for (auto& b : impl.decoder_routing->blocks) b.threshold = -std::numeric_limits<float>::infinity();
     }
   }
+  load_decoder_package(impl, path, weights);
 }
 
 }  // namespace skim

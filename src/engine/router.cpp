@@ -99,7 +99,20 @@ const format::TensorView& require_tensor(const format::TensorStore& store, const
 
 }  // namespace
 
-std::string model_content_hash(const fs::path& dir) {
+PackageFiles package_files(const fs::path& model, const fs::path& out) {
+  const bool directory = fs::is_directory(model);
+  const fs::path dir = !out.empty() ? out : directory ? model : model.parent_path();
+  const std::string prefix = directory ? "" : model.filename().string() + ".";
+  return {dir / (prefix + kPackageJson), dir / (prefix + kPackageTensors)};
+}
+
+std::string model_content_hash(const fs::path& model) {
+  if (!fs::is_directory(model)) {
+    format::ContentHash hash;
+    hash.update_field(model.filename().string()).update_file(model);
+    return hash.hex();
+  }
+  const fs::path& dir = model;
   // The files that decide what the transformer answers, in a fixed order.
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(dir)) {
@@ -126,7 +139,8 @@ std::string mod_tensor_name(int layer) { return "mod.layer." + std::to_string(la
 nlohmann::json mod_json(const execute::mod::Routing& routing, const nlohmann::json& fit) {
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& b : routing.blocks)
-    layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}, {"bias", b.bias}});
+    layers.push_back({{"layer", b.layer}, {"capacity", b.capacity}, {"bias", b.bias},
+                      {"threshold", b.threshold}, {"oracle_threshold", b.oracle_threshold}});
   return {{"semantics", "post_hoc"}, {"layers", layers}, {"fit", fit}};
 }
 
@@ -146,6 +160,9 @@ execute::mod::Routing mod_from(const nlohmann::json& j, const format::TensorStor
       b.layer = entry.at("layer").get<int>();
       b.capacity = entry.at("capacity").get<double>();
       b.bias = entry.at("bias").get<float>();
+      // Decoders' causal thresholds (encoders route by top-k and ignore them).
+      b.threshold = entry.value("threshold", 0.f);
+      b.oracle_threshold = entry.value("oracle_threshold", 0.f);
       field = "mod.layers[" + std::to_string(routing.blocks.size()) + "]";
       if (b.layer < 0 || b.layer >= model.layers)
         throw std::invalid_argument("layer " + std::to_string(b.layer) + " is outside the model's " +
@@ -153,7 +170,8 @@ execute::mod::Routing mod_from(const nlohmann::json& j, const format::TensorStor
       if (b.layer <= previous) throw std::invalid_argument("layers must be listed once each, ascending");
       if (!(b.capacity > 0 && b.capacity <= 1))
         throw std::invalid_argument("capacity " + std::to_string(b.capacity) + " is outside (0, 1]");
-      if (!std::isfinite(b.bias)) throw std::invalid_argument("bias is not finite");
+      if (!std::isfinite(b.bias) || !std::isfinite(b.threshold) || !std::isfinite(b.oracle_threshold))
+        throw std::invalid_argument("bias or threshold is not finite");
       previous = b.layer;
       routing.blocks.push_back(std::move(b));
       field = "mod.layers";
@@ -270,7 +288,7 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
 
 }  // namespace
 
-void write_package(const fs::path& dir, const RouterPackage& p) {
+void write_package(const PackageFiles& files, const RouterPackage& p) {
   if (!p.proposer && !p.mod && !p.acm)
     throw Error(ErrorCode::internal, "write_package: neither a proposer nor MoD routers nor ACM gates");
   std::vector<std::vector<std::uint16_t>> f16_storage;
@@ -315,17 +333,17 @@ void write_package(const fs::path& dir, const RouterPackage& p) {
     }
     j["acm"] = acm_json(*p.acm, p.acm_fit);
   }
-  format::write_safetensors(dir / kPackageTensors, tensors, {{"format", "skim-package"}});
+  format::write_safetensors(files.tensors, tensors, {{"format", "skim-package"}});
   const std::string text = j.dump(1) + "\n";
-  const fs::path path = dir / kPackageJson;
+  const fs::path& path = files.json;
   format::TemporaryFile file(format::temporary_path_for(path));
   file.open(path.string());
   file.write(path.string(), text.data(), text.size());
   file.commit(path.string());
 }
 
-RouterPackage read_package(const fs::path& dir, const PackageModel& model) {
-  const fs::path json_path = dir / kPackageJson;
+RouterPackage read_package(const PackageFiles& files, const PackageModel& model) {
+  const fs::path& json_path = files.json;
   const std::string where = json_path.string();
   std::ifstream in(json_path);
   if (!in) throw Error(ErrorCode::io, where + ": cannot open");
@@ -363,7 +381,7 @@ RouterPackage read_package(const fs::path& dir, const PackageModel& model) {
   if (!std::equal(p.labels.begin(), p.labels.end(), model.labels.begin(), model.labels.end()))
     throw Error(ErrorCode::model, where + ": its labels differ from the model's id2label");
 
-  const fs::path tensors_path = dir / kPackageTensors;
+  const fs::path& tensors_path = files.tensors;
   auto store = format::TensorStore::open_file(tensors_path);
   if (j.contains("mod")) {
     p.mod = mod_from(j["mod"], store, model, where);

@@ -41,17 +41,27 @@ struct RouterPackage {
 inline constexpr const char* kPackageJson = "skim.json";
 inline constexpr const char* kPackageTensors = "skim.safetensors";
 
+// Where a model's package lives: skim.json and skim.safetensors inside a
+// model directory; beside a single-file model (GGUF, llama2.c) as
+// <file>.skim.json and <file>.skim.safetensors, so two files in one
+// directory keep their own. `out`, when given, holds them instead.
+struct PackageFiles {
+  std::filesystem::path json, tensors;
+};
+PackageFiles package_files(const std::filesystem::path& model, const std::filesystem::path& out = {});
+
 // A hash of the model files (config.json, vocabulary, weights; not skim.*),
-// so a package cannot be used with a model it was not calibrated for.
-std::string model_content_hash(const std::filesystem::path& model_dir);
+// or of a single-file model's one file, so a package cannot be used with a
+// model it was not calibrated for.
+std::string model_content_hash(const std::filesystem::path& model);
 // The proposer stack a certificate is tied to: n-gram weights and rules.
 std::string proposer_stack_version(const propose::NgramClassifier& proposer, const propose::RuleSet& rules);
 
-// Writes both files atomically into `dir`.
-void write_package(const std::filesystem::path& dir, const RouterPackage& package);
+// Writes both files, each atomically.
+void write_package(const PackageFiles& files, const RouterPackage& package);
 // The model a package must fit.
 struct PackageModel {
-  std::vector<std::string> labels;  // id2label
+  std::vector<std::string> labels;  // id2label (none for a decoder)
   std::string hash;                 // model_content_hash
   int layers = 0, hidden_size = 0;  // for MoD routers and ACM gates
   int ffn_size = 0;                 // for ACM neuron orders
@@ -60,7 +70,7 @@ struct PackageModel {
 // Reads and validates the package in `dir` for `model`; skim::Error naming
 // the file and field otherwise. A certificate made for another proposer
 // version is voided (uncertified, with the reason), not an error.
-RouterPackage read_package(const std::filesystem::path& dir, const PackageModel& model);
+RouterPackage read_package(const PackageFiles& files, const PackageModel& model);
 
 class Router {
  public:

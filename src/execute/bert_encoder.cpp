@@ -17,17 +17,17 @@ using kernels::Linear;
 using Shape = std::vector<std::int64_t>;
 
 
-std::vector<float> load(const format::TensorStore& store, const std::string& name, const Shape& shape) {
+std::vector<float> load(const format::TensorSource& store, const std::string& name, const Shape& shape) {
   return format::to_f32(store.require(name, shape));
 }
 
 // Hugging Face saves BERT with or without the "bert." prefix (with it when
 // a task head sits beside the encoder).
-std::string weight_prefix(const format::TensorStore& store) {
+std::string weight_prefix(const format::TensorSource& store) {
   return store.find("bert.embeddings.word_embeddings.weight") ? "bert." : "";
 }
 
-std::string layer_prefix(const format::TensorStore& store, int layer) {
+std::string layer_prefix(const format::TensorSource& store, int layer) {
   return weight_prefix(store) + "encoder.layer." + std::to_string(layer) + ".";
 }
 
@@ -101,7 +101,7 @@ BertEncoder::BertEncoder(const format::EncoderConfig& config, const format::Tens
 
 BertEncoder::~BertEncoder() = default;
 
-acm::FfnWeights BertEncoder::ffn_weights(const format::TensorStore& store, const format::EncoderConfig& config,
+acm::FfnWeights BertEncoder::ffn_weights(const format::TensorSource& store, const format::EncoderConfig& config,
                                      int layer) {
   const std::int64_t H = config.hidden_size, I = config.intermediate_size;
   const std::string p = layer_prefix(store, layer);
@@ -132,12 +132,7 @@ EncoderWorkspace::EncoderWorkspace(const BertEncoder& encoder, int max_rows, int
   segments_.reserve(max_rows);
   first_rows_.reserve(max_rows);
   routing_.before.resize(rows * H);
-  if (width && !width->layers.empty()) {
-    std::size_t learner_floats = 0;
-    for (const auto& l : width->layers)
-      learner_floats = std::max(learner_floats, l.ffn_learners().scratch_floats(max_rows));
-    width_ = acm::WidthScratch(max_rows, c.hidden_size, width->max_learners(), learner_floats);
-  }
+  if (width) width_ = width->scratch(max_rows);
 }
 
 void BertEncoder::embed(const TokenBatch& batch, EncoderWorkspace& ws) const {
@@ -275,7 +270,7 @@ FlopCount BertEncoder::layer_forward(int l, const TokenBatch& batch, EncoderWork
     ffn = (*adaptive)(x, x, active, *rule, ws.width_, scratch);
   } else {
     layer.intermediate(x, ws.intermediate_.data(), active, scratch);
-    if (ffn_probe) ffn_probe(x, ws.intermediate_.data(), active);
+    if (ffn_probe) ffn_probe(l, x, ws.intermediate_.data(), active);
     layer.output(ws.intermediate_.data(), x, active, scratch);
     ffn.executed = Linear::flops(active, H, I) + Linear::flops(active, I, H);
   }

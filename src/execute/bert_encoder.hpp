@@ -11,6 +11,7 @@
 #include "execute/acm/adaptive_ffn.hpp"
 #include "execute/flop_count.hpp"
 #include "execute/mod/token_routing.hpp"
+#include "execute/skipping.hpp"
 #include "execute/token_batch.hpp"
 #include "format/hf_config.hpp"
 #include "format/safetensors.hpp"
@@ -22,12 +23,6 @@
 namespace skim::execute {
 
 class BertEncoder;
-
-// What one forward pass skips; either part may be absent.
-struct Skipping {
-  const mod::TokenRouting* tokens = nullptr;  // Mixture-of-Depths: rows a block runs
-  const acm::WidthRouting* width = nullptr;   // Adaptive Computation Modules: learners a row's FFN runs
-};
 
 // Per-session activations, allocated once for at most `max_rows` packed tokens
 // and `max_sequence` tokens per sequence (and, given `width`, for its
@@ -92,16 +87,14 @@ class BertEncoder {
   const kernels::Backend& backend() const noexcept { return backend_; }
 
   // One layer on the given rows (exposed for tests, benchmarks and
-  // calibration), its FFN adaptive if `width` has this layer. `ffn_probe`,
-  // when set, sees the FFN's input (rows × hidden) and activations (rows ×
-  // intermediate) of a dense FFN before its down-projection.
-  using FfnProbe = std::function<void(const float* input, const float* activations, int rows)>;
+  // calibration), its FFN adaptive if `width` has this layer; `ffn_probe`
+  // sees a dense FFN.
   FlopCount layer_forward(int layer, const TokenBatch& batch, EncoderWorkspace& ws, const RowSelection& rows,
                           const acm::WidthRouting* width = nullptr, const FfnProbe& ffn_probe = {}) const;
 
   // A layer's FFN weights as stored in the model (for fitting adaptive FFNs):
   // up [I, H], up bias [I], down [H, I], down bias [H].
-  static acm::FfnWeights ffn_weights(const format::TensorStore& store, const format::EncoderConfig& config, int layer);
+  static acm::FfnWeights ffn_weights(const format::TensorSource& store, const format::EncoderConfig& config, int layer);
 
  private:
   struct Layer;

@@ -101,7 +101,20 @@ LlamaDecoder::LlamaDecoder(const DecoderConfig& c, const format::TensorSource& w
 
 LlamaDecoder::~LlamaDecoder() = default;
 
-DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
+acm::FfnWeights LlamaDecoder::ffn_weights(const format::TensorSource& weights, const DecoderConfig& c,
+                                          DecoderNaming naming, int l) {
+  const Names n{naming};
+  const std::int64_t D = c.dim, F = c.hidden_dim;
+  auto load = [&](const std::string& name, const Shape& shape) { return format::to_f32(weights.require(name, shape)); };
+  acm::FfnWeights w;
+  w.up = load(n.layer(l, "ffn_gate.weight", "mlp.gate_proj.weight"), {F, D});
+  const auto up = load(n.layer(l, "ffn_up.weight", "mlp.up_proj.weight"), {F, D});
+  w.up.insert(w.up.end(), up.begin(), up.end());
+  w.down = load(n.layer(l, "ffn_down.weight", "mlp.down_proj.weight"), {D, F});
+  return w;
+}
+
+DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows, const acm::WidthGating* width)
     : max_rows_(max_rows), threads_(kernels::hardware_threads()), scratch_(decoder.backend()) {
   const auto& c = decoder.config();
   const std::size_t rows = Linear::padded_rows(max_rows);
@@ -123,6 +136,7 @@ DecoderWorkspace::DecoderWorkspace(const LlamaDecoder& decoder, int max_rows)
   segments_.reserve(max_rows);  // the row-subset path has one per selected row
   routing_ = mod::RoutingScratch(max_rows);
   routing_.before.resize(rows * c.dim);
+  if (width) width_ = width->scratch(max_rows);
 }
 
 void LlamaDecoder::embed(std::span<const std::int32_t> tokens, const KvCache& cache, DecoderWorkspace& ws) const {
@@ -153,7 +167,7 @@ void LlamaDecoder::finish(int rows, KvCache& cache, DecoderWorkspace& ws) const 
 }
 
 FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws) const {
-  return forward(tokens, cache, ws, {});
+  return forward(tokens, cache, ws, Skipping{});
 }
 
 FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
@@ -173,40 +187,50 @@ FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& c
 
 FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                                 const mod::TokenRouting& routing) const {
+  return forward(tokens, cache, ws, Skipping{&routing, nullptr});
+}
+
+FlopCount LlamaDecoder::forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                                const Skipping& skip, const FfnProbe& ffn_probe) const {
   const auto& c = config_;
   const int rows = static_cast<int>(tokens.size()), D = c.dim;
   if (rows == 0) return {};
-  const bool native = routing.semantics() == mod::Semantics::native;
-  if (native && routing.scorer() != mod::Scorer::learned)
+  const mod::TokenRouting* routing = skip.tokens;
+  const bool native = routing && routing->semantics() == mod::Semantics::native;
+  if (native && routing->scorer() != mod::Scorer::learned)
     throw Error(ErrorCode::internal, "native Mixture-of-Depths blocks route with their learned routers only");
   embed(tokens, cache, ws);
   for (auto& rows_of_layer : ws.routed_rows_) rows_of_layer.clear();
   auto& scratch = ws.routing_;
   FlopCount flops;
   for (int l = 0; l < c.layers; ++l) {
-    if (native && routing.routes(l)) {
+    if (!routing || !routing->routes(l)) {
+      flops += layer_forward(l, rows, cache, ws, RowSelection::every_row(), skip.width, ffn_probe);
+      continue;
+    }
+    if (native) {
       const RowSelection sel =
-          routing.select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
-      FlopCount f = native_layer_forward(l, rows, cache, ws, sel.rows, scratch.scores.data());
-      f.executed += routing.router_flops(l, rows, D);
+          routing->select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
+      FlopCount f = native_layer_forward(l, rows, cache, ws, sel.rows, scratch.scores.data(), skip.width);
+      f.executed += routing->router_flops(l, rows, D);
       flops += f;
       continue;
     }
-    if (routing.needs_contribution(l))  // keys and values come out the same when the layer runs again
+    if (routing->needs_contribution(l))  // keys and values come out the same when the layer runs again
       mod::measure_contributions(ws.x_.data(), rows, D, scratch,
-                                 [&] { layer_forward(l, rows, cache, ws, RowSelection::every_row()); });
+                                 [&] { layer_forward(l, rows, cache, ws, RowSelection::every_row(), skip.width); });
     const RowSelection sel =
-        routing.select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
-    FlopCount f = layer_forward(l, rows, cache, ws, sel);
-    f.executed += routing.router_flops(l, rows, D);
+        routing->select_causal(l, ws.x_.data(), rows, D, ws.positions_.data(), ws.ids_.data(), scratch);
+    FlopCount f = layer_forward(l, rows, cache, ws, sel, skip.width, ffn_probe);
+    f.executed += routing->router_flops(l, rows, D);
     flops += f;
   }
   finish(rows, cache, ws);
   return flops;
 }
 
-FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWorkspace& ws,
-                                      const RowSelection& sel) const {
+FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWorkspace& ws, const RowSelection& sel,
+                                      const acm::WidthRouting* width, const FfnProbe& ffn_probe) const {
   const auto& c = config_;
   const int start = cache.length();
   const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
@@ -249,26 +273,33 @@ FlopCount LlamaDecoder::layer_forward(int l, int rows, KvCache& cache, DecoderWo
   }
   attention(query, ld_query, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
             ws.threads_);
-  output_and_ffn(layer, x, active, ws);
+  const FlopCount ffn = output_and_ffn(layer, l, x, active, ws, width, ffn_probe);
   if (!sel.all) kernels::scatter_rows(x, D, sel.rows, ws.x_.data(), D, D);
 
-  auto per_row = [&](int n) { return Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) + Linear::flops(n, F, D); };
   const double qkv = Linear::flops(rows, D, QKV);
-  return {qkv + per_row(active) + 4.0 * attended * hd * c.heads, qkv + per_row(rows) + 4.0 * dense_attended * hd * c.heads};
+  FlopCount f;
+  f.ffn_executed = ffn.executed;
+  f.ffn_dense = Linear::flops(rows, D, 2 * F) + Linear::flops(rows, F, D);
+  f.executed = qkv + Linear::flops(active, D, D) + f.ffn_executed + 4.0 * attended * hd * c.heads;
+  f.dense = qkv + Linear::flops(rows, D, D) + f.ffn_dense + 4.0 * dense_attended * hd * c.heads;
+  return f;
 }
 
 FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, DecoderWorkspace& ws,
-                                             std::span<const std::int32_t> routed, const float* scores) const {
+                                             std::span<const std::int32_t> routed, const float* scores,
+                                             const acm::WidthRouting* width) const {
   const auto& c = config_;
   const int start = cache.length(), first = cache.entries(l), active = static_cast<int>(routed.size());
   const int D = c.dim, F = c.hidden_dim, KV = c.kv_width(), QKV = D + 2 * KV, hd = c.head_dim();
   const Layer& layer = *layers_[l];
-  auto per_row = [&](int n) { return Linear::flops(n, D, QKV) + Linear::flops(n, D, D) + Linear::flops(n, D, 2 * F) +
-                                     Linear::flops(n, F, D); };
+  auto attention_part = [&](int n) { return Linear::flops(n, D, QKV) + Linear::flops(n, D, D); };
+  auto ffn_part = [&](int n) { return Linear::flops(n, D, 2 * F) + Linear::flops(n, F, D); };
   const double dense_attended = double(rows) * start + double(rows) * (rows + 1) / 2;
-  const FlopCount dense_only{0, per_row(rows) + 4.0 * dense_attended * hd * c.heads};
+  FlopCount f;
+  f.dense = attention_part(rows) + ffn_part(rows) + 4.0 * dense_attended * hd * c.heads;
+  f.ffn_dense = ffn_part(rows);
   ws.routed_rows_[l].assign(routed.begin(), routed.end());
-  if (active == 0) return dense_only;
+  if (active == 0) return f;
   if (first + active > c.context) throw Error(ErrorCode::internal, "native MoD cache layer overflow");
 
   // The routed rows alone, as a sequence of their own at their own positions.
@@ -288,7 +319,7 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
   const kernels::Attention attention{c.heads, hd, 1.f / std::sqrt(static_cast<float>(hd)), c.kv_heads, true};
   attention(ws.qkv_.data(), QKV, keys, values, KV, ws.context_.data(), D, ws.segments_, ws.attention_scratch_.data(),
             ws.threads_);
-  output_and_ffn(layer, x, active, ws);
+  f.ffn_executed = output_and_ffn(layer, l, x, active, ws, width, {}).executed;
   // x + r·(block(x) − x), written back into the residual stream.
   for (int i = 0; i < active; ++i) {
     float* out = ws.x_.data() + static_cast<std::size_t>(routed[i]) * D;
@@ -297,7 +328,8 @@ FlopCount LlamaDecoder::native_layer_forward(int l, int rows, KvCache& cache, De
     for (int j = 0; j < D; ++j) out[j] += r * (block[j] - out[j]);
   }
   const double attended = double(active) * first + double(active) * (active + 1) / 2;
-  return {per_row(active) + 4.0 * attended * hd * c.heads, dense_only.dense};
+  f.executed = attention_part(active) + f.ffn_executed + 4.0 * attended * hd * c.heads;
+  return f;
 }
 
 void LlamaDecoder::project_and_cache(const Layer& layer, int l, const float* x, int rows, const std::int32_t* positions,
@@ -318,14 +350,20 @@ void LlamaDecoder::project_and_cache(const Layer& layer, int l, const float* x, 
   }
 }
 
-void LlamaDecoder::output_and_ffn(const Layer& layer, float* x, int rows, DecoderWorkspace& ws) const {
+FlopCount LlamaDecoder::output_and_ffn(const Layer& layer, int l, float* x, int rows, DecoderWorkspace& ws,
+                                       const acm::WidthRouting* width, const FfnProbe& ffn_probe) const {
   const auto& c = config_;
   const int D = c.dim, F = c.hidden_dim;
   layer.attention_output(ws.context_.data(), x, rows, ws.scratch_);
   kernels::RmsNorm{layer.ffn_norm.data(), D, c.norm_eps}(x, D, ws.normed_.data(), D, rows);
+  if (const auto [adaptive, rule] = width ? width->find(l) : std::pair<const acm::AdaptiveFfn*, const acm::GateRule*>{};
+      adaptive)
+    return (*adaptive)(ws.normed_.data(), x, rows, *rule, ws.width_, ws.scratch_);
   layer.gate_up(ws.normed_.data(), ws.gate_up_.data(), rows, ws.scratch_);
   kernels::swiglu(ws.gate_up_.data(), 2 * F, ws.ffn_.data(), F, rows, F);
+  if (ffn_probe) ffn_probe(l, ws.normed_.data(), ws.ffn_.data(), rows);
   layer.down(ws.ffn_.data(), x, rows, ws.scratch_);
+  return {Linear::flops(rows, D, 2 * F) + Linear::flops(rows, F, D), 0};
 }
 
 FlopCount LlamaDecoder::logits(DecoderWorkspace& ws, int first, int count) const {

@@ -8,9 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "execute/acm/adaptive_ffn.hpp"
 #include "execute/flop_count.hpp"
 #include "execute/kv_cache.hpp"
 #include "execute/mod/token_routing.hpp"
+#include "execute/skipping.hpp"
 #include "execute/token_batch.hpp"
 #include "format/tensor_source.hpp"
 #include "kernels/aligned_buffer.hpp"
@@ -46,7 +48,8 @@ struct WeightPacking {
 
 class DecoderWorkspace {
  public:
-  DecoderWorkspace(const LlamaDecoder& decoder, int max_rows);
+  // Given `width`, also sized for its adaptive FFNs.
+  DecoderWorkspace(const LlamaDecoder& decoder, int max_rows, const acm::WidthGating* width = nullptr);
   int max_rows() const noexcept { return max_rows_; }
   // Logits of the rows asked for in the last call to LlamaDecoder::logits.
   const float* logits() const noexcept { return logits_.data(); }
@@ -57,6 +60,8 @@ class DecoderWorkspace {
   // native Mixture-of-Depths layer ran in the last forward; empty for other
   // layers.
   std::span<const std::int32_t> routed_rows(int layer) const noexcept { return routed_rows_[layer]; }
+  // Learners each row ran in the last adaptive FFN.
+  const acm::WidthScratch& width_scratch() const noexcept { return width_; }
 
  private:
   friend class LlamaDecoder;
@@ -69,6 +74,7 @@ class DecoderWorkspace {
   std::vector<std::vector<std::int32_t>> routed_rows_;  // native MoD: per layer, see routed_rows()
   std::vector<kernels::AttentionSegment> segments_;
   mod::RoutingScratch routing_;
+  acm::WidthScratch width_;
 };
 
 class LlamaDecoder {
@@ -96,12 +102,20 @@ class LlamaDecoder {
   // x + r·(block(x) − x); skipped tokens keep x and leave no trace.
   FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
                     const mod::TokenRouting& routing) const;
+  // Either or both: token routing as above, and adaptive FFNs (ACM) where
+  // `skip.width` has them (the workspace must have been sized for them).
+  // `ffn_probe` sees every dense FFN of a post-hoc or unrouted layer.
+  FlopCount forward(std::span<const std::int32_t> tokens, KvCache& cache, DecoderWorkspace& ws,
+                    const Skipping& skip, const FfnProbe& ffn_probe = {}) const;
 
   // One step at a time, for calibration: embed() puts `tokens` at positions
   // cache.length() onwards into the residual stream; layer_forward() runs a
   // block on it; finish() advances the cache and applies the final norm.
   void embed(std::span<const std::int32_t> tokens, const KvCache& cache, DecoderWorkspace& ws) const;
-  FlopCount layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws, const RowSelection& selection) const;
+  // `width`: the layer's FFN runs adaptively if it has this layer; `ffn_probe`
+  // sees a dense FFN.
+  FlopCount layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws, const RowSelection& selection,
+                          const acm::WidthRouting* width = nullptr, const FfnProbe& ffn_probe = {}) const;
   void finish(int rows, KvCache& cache, DecoderWorkspace& ws) const;
   // Output-head logits for rows [first, first + count) of the last forward;
   // written to ws.logits(), vocab per row. count ≤ logits_rows().
@@ -110,6 +124,10 @@ class LlamaDecoder {
   const DecoderConfig& config() const noexcept { return config_; }
   const kernels::Backend& backend() const noexcept { return backend_; }
   KvCache make_cache() const { return KvCache(config_.layers, config_.context, config_.kv_width()); }
+  // A layer's SwiGLU weights as stored (for adaptive FFNs): gate then up
+  // [2·hidden_dim, dim], down [dim, hidden_dim], no biases.
+  static acm::FfnWeights ffn_weights(const format::TensorSource& weights, const DecoderConfig& config,
+                                     DecoderNaming naming, int layer);
   static constexpr int logits_rows() { return 64; }
 
  private:
@@ -117,14 +135,17 @@ class LlamaDecoder {
   // A native Mixture-of-Depths block on the rows `routed` (ascending) of the
   // `rows` in the workspace, scaled by scores[row].
   FlopCount native_layer_forward(int layer, int rows, KvCache& cache, DecoderWorkspace& ws,
-                                 std::span<const std::int32_t> routed, const float* scores) const;
+                                 std::span<const std::int32_t> routed, const float* scores,
+                                 const acm::WidthRouting* width) const;
   // RmsNorm, QKV and RoPE of `rows` rows of x at `positions`: queries stay
   // in the workspace, keys and values go to layer l's cache from entry `first`.
   void project_and_cache(const Layer& layer, int l, const float* x, int rows, const std::int32_t* positions,
                          KvCache& cache, int first, DecoderWorkspace& ws) const;
-  // Attention output projection and SwiGLU FFN, both added into x (rows ×
-  // dim), from the attention context in the workspace.
-  void output_and_ffn(const Layer& layer, float* x, int rows, DecoderWorkspace& ws) const;
+  // Attention output projection and SwiGLU FFN (adaptive where `width` has
+  // layer l), both added into x (rows × dim), from the attention context in
+  // the workspace. Returns the FFN's FLOPs.
+  FlopCount output_and_ffn(const Layer& layer, int l, float* x, int rows, DecoderWorkspace& ws,
+                           const acm::WidthRouting* width, const FfnProbe& ffn_probe) const;
   DecoderConfig config_;
   const kernels::Backend& backend_;
   std::vector<float> token_embeddings_;

@@ -98,6 +98,32 @@ assert on["transformer_flops"] < 0.8 * on["transformer_dense_flops"], "native Mo
 assert off["transformer_flops"] >= off["transformer_dense_flops"], "--mod off still skipped blocks"
 PY
 check "perplexity eval reports routed and dense costs" test $? -eq 0
+# Decoders: ACM gates fitted on plain text, written beside the GGUF file, used by skim-eval.
+cp "$data/models/stories260K/stories260K.gguf" "$tmp/"
+"$calibrate" --model "$tmp/stories260K.gguf" --text "$data/tinystories/valid_first100.txt" --acm-budget 0.6 \
+    --threads 2 >"$tmp/out" 2>"$tmp/err"
+check "calibrate --text exit 0" test $? -eq 0
+check "calibrate --text summary" grep -q '^acm: 5 adaptive FFNs of 4 learners' "$tmp/out"
+check "calibrate --text package beside the file" test -s "$tmp/stories260K.gguf.skim.json"
+"$eval" --model "$tmp/stories260K.gguf" --perplexity "$story" --threads 2 >"$tmp/ppl_acm.json" 2>"$tmp/err"
+check "perplexity with ACM exit 0" test $? -eq 0
+"$eval" --model "$tmp/stories260K.gguf" --perplexity "$story" --acm off >"$tmp/ppl_dense.json" 2>"$tmp/err"
+python3 - "$tmp/ppl_acm.json" "$tmp/ppl_dense.json" <<'PY'
+import json, sys
+acm, dense = (json.load(open(f)) for f in sys.argv[1:3])
+assert acm["acm"]["layers"] == [0, 1, 2, 3, 4] and acm["acm"]["budget"] == 0.6, acm["acm"]
+assert dense["acm"] is None and dense["ffn_flops"] == dense["dense_ffn_flops"], dense
+assert acm["ffn_flops"] < 0.8 * acm["dense_ffn_flops"], "ACM executed no fewer FFN FLOPs"
+assert acm["perplexity"] > dense["perplexity"], (acm["perplexity"], dense["perplexity"])
+PY
+check "perplexity with ACM reports FFN FLOPs against dense" test $? -eq 0
+"$calibrate" --model "$tmp/stories260K.gguf" --text "$data/tinystories/valid_first100.txt" >"$tmp/out" 2>"$tmp/err"
+check "calibrate --text without a target exit 2" test $? -eq 2
+check "calibrate --text without a target named" grep -q -- '--text needs --mod-capacity or --acm-budget' "$tmp/err"
+"$calibrate" --model "$tmp/model" --text "$data/tinystories/valid_first100.txt" --acm-budget 0.5 >"$tmp/out" 2>"$tmp/err"
+check "calibrate --text on an encoder exit 2" test $? -eq 2
+check "calibrate --text on an encoder named" grep -q 'is an encoder' "$tmp/err"
+
 "$eval" --model "$model" --perplexity "$story" >"$tmp/out" 2>"$tmp/err"
 check "perplexity on an encoder exit 2" test $? -eq 2
 check "perplexity on an encoder named" grep -q 'needs a decoder' "$tmp/err"

@@ -173,6 +173,13 @@ int WidthGating::max_learners() const noexcept {
   return n;
 }
 
+WidthScratch WidthGating::scratch(int max_rows) const {
+  if (layers.empty()) return {};
+  std::size_t learner_floats = 0;
+  for (const auto& l : layers) learner_floats = std::max(learner_floats, l.ffn_learners().scratch_floats(max_rows));
+  return WidthScratch(max_rows, layers.front().hidden(), max_learners(), learner_floats);
+}
+
 WidthRouting::WidthRouting(const WidthGating& gating, Gate gate, double wanted) : gating_(gating) {
   if (wanted == 0) wanted = gating.budget;
   if (!(wanted > 0 && wanted <= 1))

@@ -102,6 +102,9 @@ struct WidthGating {
   std::vector<BudgetPoint> budgets;  // ascending by budget, one threshold per entry of `layers`
   double budget = 1;                 // the package's own
   int max_learners() const noexcept;
+  // Buffers for running any of the layers on up to `max_rows` rows (empty
+  // without layers).
+  WidthScratch scratch(int max_rows) const;
 };
 
 // How a model package describes adaptive FFNs: per layer, the neuron order
