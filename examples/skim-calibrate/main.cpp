@@ -6,7 +6,7 @@
 //                  [--risk selective|joint] [--per-label] [--rules FILE]
 //                  [--never-cache LABEL ...] [--distill FILE]
 //                  [--mod-capacity C | --mod-flops F] [--mod-layers L,L,...]
-//                  [--acm-budget B] [--acm-learners N] [--acm-layers L,L,...]
+//                  [--acm-budget B] [--acm-learners N] [--acm-layers L,L,...] [--acm-refit]
 //                  [--out DIR] [--threads N]
 // With --mod-capacity / --mod-flops, first fits token routers on CALIB's
 // texts (forward passes only); with --acm-budget, then splits each FFN into
@@ -16,7 +16,7 @@
 // --out). Data: TSV text<TAB>label or CLINC150 JSON (--split picks the part
 // of both files, or --split-train / --split-calib each).
 //   skim-calibrate --model MODEL --text FILE [--mod-capacity C] [--mod-layers ...]
-//                  [--acm-budget B] [--acm-learners N] [--acm-layers ...] [--out DIR]
+//                  [--acm-budget B] [--acm-learners N] [--acm-layers ...] [--acm-refit] [--out DIR]
 // A decoder (.gguf, llama2.c .bin or Hugging Face directory) on the documents
 // of FILE (split on <|endoftext|> or blank lines); the package goes beside a
 // single-file model as <file>.skim.json / <file>.skim.safetensors.
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   double epsilon = 0.01, delta = 0.05, mod_capacity = 0, mod_flops = 0, acm_budget = 0;
   std::vector<int> mod_layers, acm_layers;
   int threads = 0, acm_learners = 0;
-  bool per_label = false;
+  bool per_label = false, acm_refit = false;
   app.add_option("--model", model, "model directory (a decoder: .gguf, .bin or directory, with --text)")->required();
   app.add_option("--train", train,
                  "proposer training data (TSV text<TAB>label or CLINC150 JSON); without it, only MoD routers are fitted");
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
   app.add_option("--acm-learners", acm_learners, "ACM: learners per FFN (default: FFN width / 256, within [4, 16])")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--acm-layers", acm_layers, "ACM: FFNs to make adaptive (default: all)")->delimiter(',');
+  app.add_flag("--acm-refit", acm_refit, "ACM: refit each prefix's down projection by least squares");
   app.add_option("--out", out, "where to write skim.json and skim.safetensors (default: --model)");
   app.add_option("--threads", threads, "worker threads (0: one per core)")->check(CLI::NonNegativeNumber);
   try {
@@ -96,7 +97,7 @@ int main(int argc, char** argv) {
     if (mod_flops != 0) options.mod_flops(mod_flops);
     if (!mod_layers.empty()) options.mod_layers(mod_layers);
     if (app.count("--acm-budget")) options.acm_budget(acm_budget);
-    options.acm_learners(acm_learners);
+    options.acm_learners(acm_learners).acm_refit(acm_refit);
     if (!acm_layers.empty()) options.acm_layers(acm_layers);
     if (!text.empty()) {
       if (!train.empty()) throw skim::Error(skim::ErrorCode::invalid_argument, "--train does not apply with --text");

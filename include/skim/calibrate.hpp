@@ -48,6 +48,10 @@ class CalibrateOptions {
   CalibrateOptions& acm_budget(double b);
   // Learners per FFN (0: FFN width / 256, within [4, 16]); FFNs to adapt (default all).
   CalibrateOptions& acm_learners(int n);
+  // Refit each prefix's down projection by least squares on the calibration
+  // texts' activations (module-wise distillation in closed form), so a token
+  // that stops early is closer to the FFN.
+  CalibrateOptions& acm_refit(bool on) { acm_refit_ = on; return *this; }
   CalibrateOptions& acm_layers(std::vector<int> layers) { acm_layers_ = std::move(layers); return *this; }
   // Where to write skim.json and skim.safetensors (default: the model directory).
   CalibrateOptions& out(std::filesystem::path dir) { out_ = std::move(dir); return *this; }
@@ -79,6 +83,7 @@ class CalibrateOptions {
   bool fits_mod() const noexcept { return mod_capacity_ > 0 || mod_flops_ > 0; }
   double acm_budget() const noexcept { return acm_budget_; }
   int acm_learners() const noexcept { return acm_learners_; }
+  bool acm_refit() const noexcept { return acm_refit_; }
   const std::vector<int>& acm_layers() const noexcept { return acm_layers_; }
   bool fits_acm() const noexcept { return acm_budget_ > 0; }
 
@@ -102,6 +107,7 @@ class CalibrateOptions {
   std::vector<int> mod_layers_;
   double acm_budget_ = 0;
   int acm_learners_ = 0;
+  bool acm_refit_ = false;
   std::vector<int> acm_layers_;
 };
 

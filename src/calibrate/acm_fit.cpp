@@ -86,6 +86,105 @@ float bisect_log_epsilon(const Errors& errors, int N, bool oracle, double budget
 constexpr auto& kLevels = kAllocationLevels;
 constexpr int kLevelCount = kAllocationLevelCount;
 
+// Least squares for each prefix's down projection (module-wise distillation
+// in closed form): on the fitting rows, the activations a of learners
+// 0..k-1 (m_k neurons) regressed on the FFN's output y with an intercept,
+// W_k = (Cov(a) + λI)⁻¹ Cov(a, y); λ = α·tr(Cov(a))/m_k, α chosen per
+// prefix on the held-out rows. One pass gathers the moments of every
+// neuron; prefix k uses their leading block. Returns the downs ([H, m_k]
+// for k = 1..N−1) and, per prefix, the held-out unexplained share of y's
+// variance, refitted and as partitioned.
+nlohmann::json refit_prefixes(const FfnLearners& learners, const Recording& rec, const execute::acm::FfnWeights& ffn,
+                              std::span<const int> order, kernels::Scratch& gemm_scratch,
+                              std::vector<std::vector<float>>& downs) {
+  using Eigen::MatrixXd;
+  using Eigen::VectorXd;
+  const int N = learners.learners(), H = learners.hidden(), F = learners.ffn_width();
+  struct Moments {
+    MatrixXd aa, ay;
+    VectorXd a, y;
+    double yy = 0, n = 0;
+  };
+  std::vector<Moments> parts(2, {MatrixXd::Zero(F, F), MatrixXd::Zero(F, H), VectorXd::Zero(F), VectorXd::Zero(H)});
+  constexpr int chunk = 1024;
+  const std::size_t padded = Linear::padded_rows(chunk);
+  std::vector<float> x(padded * H), full(padded * H), blocks(padded * F), buffer(learners.scratch_floats(chunk));
+  Eigen::MatrixXf a(F, chunk);  // the learners' activations, neurons in order, a column per row
+  std::vector<int> rows_for(N);
+  for (int part = 0; part < 2; ++part) {
+    Moments& m = parts[part];
+    auto add = [&](int count) {
+      std::fill(rows_for.begin(), rows_for.end(), count);
+      std::fill(full.begin(), full.end(), 0.f);
+      learners.activations(x.data(), blocks.data(), rows_for, gemm_scratch, buffer.data());
+      learners(x.data(), full.data(), rows_for, gemm_scratch, buffer.data());
+      for (int g = 0, first = 0; g < N; first += learners.width(g), ++g)
+        a.middleRows(first, learners.width(g)).leftCols(count) = Eigen::Map<const Eigen::MatrixXf>(
+            blocks.data() + FfnLearners::activation_offset(first, count), learners.width(g), count);
+      const Eigen::Map<const Eigen::MatrixXf> y(full.data(), H, count);
+      const auto used = a.leftCols(count);
+      m.aa += (used * used.transpose()).cast<double>();
+      m.ay += (used * y.transpose()).cast<double>();
+      m.a += used.rowwise().sum().cast<double>();
+      m.y += y.rowwise().sum().cast<double>();
+      m.yy += y.cast<double>().squaredNorm();
+      m.n += count;
+    };
+    int count = 0;
+    for (int r = 0; r < rec.rows(); ++r) {
+      if (rec.held_out[r] != part) continue;
+      std::copy_n(rec.inputs.begin() + static_cast<std::ptrdiff_t>(r) * H, H, x.begin() + static_cast<std::ptrdiff_t>(count) * H);
+      if (++count == chunk) add(count), count = 0;
+    }
+    if (count > 0) add(count);
+  }
+  const Moments& fit = parts[0];
+  const Moments& held = parts[1];
+  if (fit.n < 2) throw Error(ErrorCode::invalid_argument, "ACM refit: too few fitting rows");
+  const VectorXd mean_a = fit.a / fit.n, mean_y = fit.y / fit.n;
+  // Held-out sum of squares around the fitting means, total and left by
+  // y ≈ μ_y + (a − μ_a)·W on the first m neurons.
+  const double total = held.yy - 2 * mean_y.dot(held.y) + held.n * mean_y.squaredNorm();
+  auto held_out_share = [&](int m, const MatrixXd& w) {
+    if (held.n == 0) return 0.0;
+    const auto mu = mean_a.head(m);
+    const MatrixXd aa = held.aa.topLeftCorner(m, m) - held.a.head(m) * mu.transpose() - mu * held.a.head(m).transpose() +
+                        held.n * mu * mu.transpose();
+    const MatrixXd ay = held.ay.topRows(m) - held.a.head(m) * mean_y.transpose() - mu * held.y.transpose() +
+                        held.n * mu * mean_y.transpose();
+    const double left = total - 2 * (w.array() * ay.array()).sum() + (w.transpose() * aa * w).trace();
+    return left / std::max(total, 1e-300);
+  };
+  downs.assign(N - 1, {});
+  nlohmann::json prefixes = nlohmann::json::array();
+  for (int k = 1; k < N; ++k) {
+    const int m = learners.prefix_width(k);
+    const auto mu = mean_a.head(m);
+    const MatrixXd cov = fit.aa.topLeftCorner(m, m) / fit.n - mu * mu.transpose();
+    const MatrixXd cross = fit.ay.topRows(m) / fit.n - mu * mean_y.transpose();
+    const double scale = cov.trace() / m;
+    MatrixXd best;
+    double best_share = std::numeric_limits<double>::infinity(), best_alpha = 0;
+    for (double alpha : {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1}) {
+      MatrixXd regularized = cov;
+      regularized.diagonal().array() += alpha * std::max(scale, 1e-30);
+      const MatrixXd w = regularized.llt().solve(cross);  // m × H
+      const double share = held_out_share(m, w);
+      if (share < best_share || best.size() == 0) best = w, best_share = share, best_alpha = alpha;
+    }
+    MatrixXd partition(m, H);  // the FFN's own down columns of these neurons
+    for (int j = 0; j < m; ++j)
+      for (int o = 0; o < H; ++o) partition(j, o) = ffn.down[static_cast<std::size_t>(o) * F + order[j]];
+    downs[k - 1].resize(static_cast<std::size_t>(H) * m);
+    for (int o = 0; o < H; ++o)
+      for (int j = 0; j < m; ++j) downs[k - 1][static_cast<std::size_t>(o) * m + j] = static_cast<float>(best(j, o));
+    prefixes.push_back({{"learners", k}, {"alpha", best_alpha},
+                        {"held_out_unexplained_share", best_share},
+                        {"held_out_unexplained_share_partition", held_out_share(m, partition)}});
+  }
+  return prefixes;
+}
+
 }  // namespace
 
 int default_learners(int ffn_width) { return std::clamp(ffn_width / 256, 4, 16); }
@@ -150,7 +249,12 @@ AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitO
     spec.order.resize(I);
     std::iota(spec.order.begin(), spec.order.end(), 0);
     std::stable_sort(spec.order.begin(), spec.order.end(), [&](int a, int b) { return importance[a] > importance[b]; });
-    const FfnLearners learners(backend, target.activation, ffn, H, I, spec.order, N);
+    FfnLearners learners(backend, target.activation, ffn, H, I, spec.order, N);
+    nlohmann::json refit_report;
+    if (options.refit) {
+      refit_report = refit_prefixes(learners, rec, ffn, spec.order, gemm_scratch, spec.refit_down);
+      learners.set_refit(backend, spec.refit_down);
+    }
 
     // Prefix sums P_k (k learners) and the FFN F = P_N per chunk of rows;
     // `visit(first, count, full, prefix, k)` sees P_k for k = 0..N−1.
@@ -168,9 +272,7 @@ AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitO
         learners(x.data(), full.data(), rows_for, gemm_scratch, learner.data());
         for (int k = 0; k < N; ++k) {
           visit(first, count, k);
-          std::fill(rows_for.begin(), rows_for.end(), 0);
-          rows_for[k] = count;
-          learners(x.data(), prefix.data(), rows_for, gemm_scratch, learner.data());
+          learners.next_prefix(x.data(), prefix.data(), count, k, rows_for, gemm_scratch, learner.data());
         }
       }
     };
@@ -241,6 +343,7 @@ AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitO
     layer_reports.push_back({{"layer", l}, {"rows", rows}, {"tokens_seen", rec.tokens},
                              {"importance_share_of_first_learner", total > 0 ? first_share / total : 0.0},
                              {"gates", gates}});
+    if (options.refit) layer_reports.back()["refit"] = refit_report;
     errors.push_back(std::move(e));
     fit.spec.layers.push_back(std::move(spec));
   }
@@ -322,6 +425,7 @@ AcmFit fit_acm(AcmTarget& target, const kernels::Backend& backend, const AcmFitO
   }
   fit.report = {{"budget", options.budget},
                 {"learners", N},
+                {"refit", options.refit},
                 {"layers", layers},
                 {"tokens", target.tokens},
                 {"gate", "ridge regression of log relative error per prefix on the FFN input; k = first prefix within ε"},

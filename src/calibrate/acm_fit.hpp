@@ -2,7 +2,8 @@
 // Fitting Adaptive Computation Modules onto a pre-trained model's FFNs
 // from forward passes alone (DESIGN.md, "Width level"): order each FFN's
 // neurons by importance E|a_j|·‖W2[:, j]‖, cut them into learners, correct
-// each prefix by its mean residual c_k = E[FFN(x) − h_k(x)], and fit a gate
+// each prefix by its mean residual c_k = E[FFN(x) − h_k(x)] (optionally
+// refit each prefix's down projection by least squares first), and fit a gate
 // that predicts, per token, the log relative error log(‖h_k + c_k −
 // FFN(x)‖/‖x‖) of every prefix by ridge regression on the FFN input; a token
 // then runs the first prefix whose predicted error is within its layer's ε.
@@ -25,6 +26,7 @@ namespace skim::calibration {
 struct AcmFitOptions {
   double budget = 0;        // target mean share of FFN width used, (0, 1]
   int learners = 0;         // per FFN; 0: FFN width / 256, within [4, 16]
+  bool refit = false;       // least-squares refit of each prefix's down projection
   std::vector<int> layers;  // FFNs to make adaptive; empty: all
   std::size_t max_tokens = 16384;  // token rows per layer kept to fit gates and corrections
   ProgressCallback progress;

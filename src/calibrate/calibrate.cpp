@@ -149,6 +149,7 @@ execute::acm::WidthGating fit_acm_into(calibration::AcmTarget& target, const Eng
   calibration::AcmFitOptions acm;
   acm.budget = options.acm_budget();
   acm.learners = options.acm_learners();
+  acm.refit = options.acm_refit();
   acm.layers = options.acm_layers();
   acm.progress = options.progress();
   kernels::set_thread_count(engine.options.threads());

@@ -195,13 +195,23 @@ std::string acm_tensor_name(int layer, const char* part) {
   return "acm.layer." + std::to_string(layer) + "." + part;
 }
 
+std::string acm_refit_name(int layer, std::int64_t learners) {
+  return acm_tensor_name(layer, "refit.") + std::to_string(learners);
+}
+
 nlohmann::json acm_json(const execute::acm::WidthSpec& spec, const nlohmann::json& fit) {
   nlohmann::json layers = nlohmann::json::array(), grid = nlohmann::json::array();
   for (const auto& l : spec.layers) layers.push_back({{"layer", l.layer}, {"learners", l.learners}});
   for (const auto& b : spec.budgets)
     grid.push_back({{"budget", b.budget}, {"log_epsilon", b.log_epsilon}, {"oracle_log_epsilon", b.oracle_log_epsilon}});  // per layer
-  return {{"learners", "partition"}, {"gate", "ridge_log_error"}, {"budget", spec.budget},
-          {"layers", layers},        {"budget_grid", grid},         {"fit", fit}};
+  const bool refit = !spec.layers.empty() && !spec.layers.front().refit_down.empty();
+  return {{"learners", "partition"},
+          {"down_projection", refit ? "least_squares_refit" : "partition"},
+          {"gate", "ridge_log_error"},
+          {"budget", spec.budget},
+          {"layers", layers},
+          {"budget_grid", grid},
+          {"fit", fit}};
 }
 
 template <typename T>
@@ -227,9 +237,15 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
                                  const std::string& where) {
   execute::acm::WidthSpec spec;
   std::string field = "acm.learners";
+  bool refit = false;
   try {
     if (j.at("learners").get<std::string>() != "partition")
       throw std::invalid_argument("\"" + j.at("learners").get<std::string>() + "\" is not supported (only partition)");
+    field = "acm.down_projection";
+    const std::string down = j.value("down_projection", "partition");
+    if (down != "partition" && down != "least_squares_refit")
+      throw std::invalid_argument("\"" + down + "\" is not partition or least_squares_refit");
+    refit = down == "least_squares_refit";
     field = "acm.gate";
     if (j.at("gate").get<std::string>() != "ridge_log_error")
       throw std::invalid_argument("\"" + j.at("gate").get<std::string>() + "\" is not supported (only ridge_log_error)");
@@ -282,6 +298,9 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
     l.gate_weight = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H});
     l.gate_bias = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N});
     l.corrections = checked_tensor<float>(store, acm_tensor_name(l.layer, "corrections"), format::DType::f32, {N + 1, H});
+    // Prefix k's neurons: the first k of N near-equal groups (FfnLearners' partition).
+    for (std::int64_t k = 1; refit && k < N; ++k)
+      l.refit_down.push_back(checked_tensor<float>(store, acm_refit_name(l.layer, k), format::DType::f32, {H, F * k / N}));
   }
   return spec;
 }
@@ -330,6 +349,9 @@ void write_package(const PackageFiles& files, const RouterPackage& p) {
       tensors.push_back({acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H}, bytes_of(l.gate_weight)});
       tensors.push_back({acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N}, bytes_of(l.gate_bias)});
       tensors.push_back({acm_tensor_name(l.layer, "corrections"), format::DType::f32, {N + 1, H}, bytes_of(l.corrections)});
+      for (std::size_t k = 1; k <= l.refit_down.size(); ++k)
+        tensors.push_back({acm_refit_name(l.layer, static_cast<std::int64_t>(k)), format::DType::f32,
+                           {H, static_cast<std::int64_t>(l.refit_down[k - 1].size()) / H}, bytes_of(l.refit_down[k - 1])});
     }
     j["acm"] = acm_json(*p.acm, p.acm_fit);
   }

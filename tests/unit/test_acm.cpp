@@ -99,6 +99,54 @@ TEST(AcmLearners, EachRowGetsItsFirstKLearners) {
   check(random_ffn(Activation::swiglu, 48, 100), 4, {6, 6, 3, 1});
 }
 
+// With a refit: a row running k < N learners gets prefix k's own down
+// projection (random here, no bias) over its neurons' activations; a row
+// running all N, the FFN. Row counts chosen so that a middle segment's
+// GEMM bucket (43 rows → 48) would reach into the next segment.
+void check_refit(const Ffn& f, int learners, int rows, const std::vector<int>& rows_for) {
+  std::vector<int> order(f.F);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), std::mt19937(8));
+  skim::kernels::Backend backend;
+  skim::kernels::Scratch scratch(backend);
+  FfnLearners acm(backend, f.activation, f.up, f.up_bias, f.down, f.down_bias, f.H, f.F, order, learners);
+  std::vector<std::vector<float>> downs;
+  for (int k = 1; k < learners; ++k)
+    downs.push_back(random_vector(static_cast<std::size_t>(f.H) * acm.prefix_width(k), 20 + k, 0.2f));
+  acm.set_refit(backend, downs);
+  ASSERT_TRUE(acm.refit());
+  const std::size_t padded = skim::kernels::Linear::padded_rows(rows);
+  auto x = random_vector(padded * f.H, 9, 1.f);
+  auto y = random_vector(padded * f.H, 10, 1.f);
+  const auto before = y;
+  std::vector<float> buffer(acm.scratch_floats(rows));
+  acm(x.data(), y.data(), rows_for, scratch, buffer.data());
+  for (int r = 0; r < rows; ++r) {
+    int k = 0;
+    while (k < learners && rows_for[k] > r) ++k;
+    const int neurons = acm.prefix_width(k);
+    for (int o = 0; o < f.H; ++o) {
+      double expect = before[r * f.H + o];
+      if (k == learners) {
+        expect += f.down_bias.empty() ? 0.0 : f.down_bias[o];
+        for (int i = 0; i < f.F; ++i) expect += f.neuron(x.data() + r * f.H, order[i], o);
+      } else if (k > 0) {
+        for (int i = 0; i < neurons; ++i) {
+          const double unit_down = f.neuron(x.data() + r * f.H, order[i], o) / f.down[static_cast<std::size_t>(o) * f.F + order[i]];
+          expect += unit_down * downs[k - 1][static_cast<std::size_t>(o) * neurons + i];
+        }
+      }
+      ASSERT_NEAR(y[r * f.H + o], expect, 1e-4 * (1 + std::abs(expect))) << "row " << r << " (k " << k << ") out " << o;
+    }
+  }
+}
+
+TEST(AcmLearners, RefitPrefixesUseTheirOwnDownProjection) {
+  check_refit(random_ffn(Activation::gelu, 48, 96), 4, 60, {60, 48, 5, 0});
+  check_refit(random_ffn(Activation::swiglu, 40, 100), 5, 60, {60, 60, 48, 5, 5});
+  check_refit(random_ffn(Activation::gelu, 48, 96), 4, 7, {7, 7, 7, 7});
+}
+
 TEST(AcmLearners, BadShapesAreNamed) {
   const Ffn f = random_ffn(Activation::gelu, 16, 32);
   std::vector<int> order(32);
@@ -115,6 +163,11 @@ TEST(AcmLearners, BadShapesAreNamed) {
   order[3] = 3;
   expect_error([&] { FfnLearners(backend, f.activation, f.up, f.up_bias, f.down, f.down_bias, 16, 30, order, 4); },
                ErrorCode::model, {"do not match"});
+  FfnLearners acm(backend, f.activation, f.up, f.up_bias, f.down, f.down_bias, 16, 32, order, 4);
+  expect_error([&] { acm.set_refit(backend, std::vector<std::vector<float>>(2)); }, ErrorCode::model,
+               {"3 down projections"});
+  expect_error([&] { acm.set_refit(backend, std::vector<std::vector<float>>(3, std::vector<float>(16 * 8))); },
+               ErrorCode::model, {"2 learners", "16 × 16"});
 }
 
 namespace {

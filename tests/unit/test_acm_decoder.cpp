@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <skim/skim.hpp>
 
 #include "engine/engine_impl.hpp"
@@ -42,7 +43,8 @@ const Documents& documents() {
 // Copies of stories260K calibrated on first use, once per test process
 // (each test runs in its own): stories260K.gguf with ACM gates at budget
 // 0.6; stories260K.bin (and its tokenizer) with MoD routers in layers 1–3 at
-// capacity 0.75 and ACM gates at 0.8 fitted on the routed model.
+// capacity 0.75 and ACM gates at 0.8 with refitted prefixes, fitted on the
+// routed model.
 class AcmDecoder : public ::testing::Test {
  protected:
   static void TearDownTestSuite() {
@@ -69,7 +71,7 @@ class AcmDecoder : public ::testing::Test {
       fs::copy_file(stories / "stories260K.bin", m);
       fs::copy_file(stories / "tok512.bin", dir() / "tok512.bin");
       skim::calibrate_text(m, documents().fit,
-                           skim::CalibrateOptions().mod_capacity(0.75).mod_layers({1, 2, 3}).acm_budget(0.8).threads(2));
+                           skim::CalibrateOptions().mod_capacity(0.75).mod_layers({1, 2, 3}).acm_budget(0.8).acm_refit(true).threads(2));
       return m;
     }();
     return model;
@@ -140,6 +142,11 @@ TEST_F(AcmDecoder, ModRoutersAndAcmGatesTogether) {
   EXPECT_LT(both.cost.flops, routed.cost.flops);
   EXPECT_LT(both.cost.ffn_flops, routed.cost.ffn_flops);
   EXPECT_TRUE(std::isfinite(both.perplexity));
+  // Refitted prefixes: the package says so, and every learner is still the FFN.
+  std::ifstream in(dir() / "stories260K.bin.skim.json");
+  EXPECT_EQ(nlohmann::json::parse(in)["acm"]["down_projection"], "least_squares_refit");
+  const auto whole = held_out(bin(), skim::Options().acm_gate(skim::AcmGate::uniform).acm_budget(1));
+  EXPECT_NEAR(whole.negative_log_likelihood, routed.negative_log_likelihood, 1e-5 * routed.negative_log_likelihood);
   // The decoder's causal thresholds were fitted for the package's capacity.
   expect_error([&] { skim::Engine::open(bin(), skim::Options().mod_capacity(0.5)); }, ErrorCode::unsupported,
                {"stories260K.bin.skim.json", "mod_capacity"});

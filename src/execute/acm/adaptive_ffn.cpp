@@ -64,10 +64,11 @@ void AdaptiveFfn::predict_log_errors(const float* input, int rows, float* scores
   gate_(input, scores, rows, gemm_scratch);
 }
 
-// k per row from the true errors: every learner runs on every row once to
-// get FFN(x), then again one at a time, checking each prefix.
-void AdaptiveFfn::oracle_choice(const float* input, const float* residual, int rows, float log_epsilon,
-                                WidthScratch& s, kernels::Scratch& gemm_scratch) const {
+// k per row from the true errors (relative to the FFN input, as the gates
+// were fitted): every learner runs on every row once to get FFN(x), then
+// prefix by prefix, checking each.
+void AdaptiveFfn::oracle_choice(const float* input, int rows, float log_epsilon, WidthScratch& s,
+                                kernels::Scratch& gemm_scratch) const {
   const int N = learners(), H = hidden();
   const std::size_t n = static_cast<std::size_t>(rows) * H;
   std::fill(s.full.data(), s.full.data() + n, 0.f);
@@ -81,11 +82,10 @@ void AdaptiveFfn::oracle_choice(const float* input, const float* residual, int r
     for (int r = 0; r < rows; ++r) {
       if (s.k[r] < N) continue;
       const std::size_t at = static_cast<std::size_t>(r) * H;
-      if (relative_error(s.partial.data() + at, c, s.full.data() + at, residual + at, H) <= epsilon) s.k[r] = j;
+      if (relative_error(s.partial.data() + at, c, s.full.data() + at, input + at, H) <= epsilon) s.k[r] = j;
     }
-    std::fill(s.rows_for.begin(), s.rows_for.begin() + N, 0);
-    s.rows_for[j] = rows;
-    learners_(input, s.partial.data(), std::span(s.rows_for.data(), N), gemm_scratch, s.learner.data());
+    learners_.next_prefix(input, s.partial.data(), rows, j, std::span(s.rows_for.data(), N), gemm_scratch,
+                          s.learner.data());
   }
 }
 
@@ -112,7 +112,7 @@ FlopCount AdaptiveFfn::operator()(const float* input, float* residual, int rows,
       }
       break;
     case Gate::oracle:
-      oracle_choice(input, residual, rows, rule.log_epsilon, s, gemm_scratch);
+      oracle_choice(input, rows, rule.log_epsilon, s, gemm_scratch);
       break;
     case Gate::uniform:
       std::fill(s.k.begin(), s.k.begin() + rows, std::clamp(rule.uniform_k, 0, N));
@@ -222,10 +222,11 @@ WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWei
   WidthGating gating;
   gating.budgets = spec.budgets;
   gating.budget = spec.budget;
-  for (const auto& l : spec.layers)
-    gating.layers.emplace_back(l.layer,
-                               FfnLearners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision),
-                               l.gate_weight, l.gate_bias, l.corrections, backend);
+  for (const auto& l : spec.layers) {
+    FfnLearners learners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision);
+    if (!l.refit_down.empty()) learners.set_refit(backend, l.refit_down, precision);
+    gating.layers.emplace_back(l.layer, std::move(learners), l.gate_weight, l.gate_bias, l.corrections, backend);
+  }
   return gating;
 }
 

@@ -81,7 +81,7 @@ class AdaptiveFfn {
   void predict_log_errors(const float* input, int rows, float* scores, kernels::Scratch& gemm_scratch) const;
 
  private:
-  void oracle_choice(const float* input, const float* residual, int rows, float log_epsilon, WidthScratch& scratch,
+  void oracle_choice(const float* input, int rows, float log_epsilon, WidthScratch& scratch,
                      kernels::Scratch& gemm_scratch) const;
   int layer_;
   FfnLearners learners_;
@@ -115,6 +115,9 @@ struct LayerSpec {
   std::vector<int> order;                     // ffn values
   std::vector<float> gate_weight, gate_bias;  // learners × hidden, learners
   std::vector<float> corrections;             // (learners + 1) × hidden
+  // Empty, or the least-squares refit: prefix k's down projection, hidden ×
+  // (its neurons), for k = 1..learners − 1 (FfnLearners::set_refit).
+  std::vector<std::vector<float>> refit_down;
 };
 struct WidthSpec {
   std::vector<LayerSpec> layers;  // ascending by layer

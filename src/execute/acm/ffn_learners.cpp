@@ -53,11 +53,62 @@ FfnLearners::FfnLearners(const kernels::Backend& backend, Activation activation,
   }
 }
 
+int FfnLearners::prefix_width(int learners) const noexcept {
+  int width = 0;
+  for (int g = 0; g < learners && g < this->learners(); ++g) width += groups_[g].width;
+  return width;
+}
+
+void FfnLearners::set_refit(const kernels::Backend& backend, std::span<const std::vector<float>> downs,
+                            kernels::WeightPrecision precision) {
+  const int N = learners();
+  if (static_cast<int>(downs.size()) != N - 1)
+    throw Error(ErrorCode::model, "ACM: a refit needs " + std::to_string(N - 1) + " down projections, one per prefix of " +
+                                      std::to_string(N) + " learners, not " + std::to_string(downs.size()));
+  std::vector<std::vector<Linear>> refit;
+  for (int k = 1; k < N; ++k) {
+    const std::size_t width = prefix_width(k);
+    if (downs[k - 1].size() != static_cast<std::size_t>(hidden_) * width)
+      throw Error(ErrorCode::model, "ACM: the refitted down projection of " + std::to_string(k) + " learners needs " +
+                                        std::to_string(hidden_) + " × " + std::to_string(width) + " values");
+    auto& blocks = refit.emplace_back();
+    for (int g = 0, first = 0; g < k; first += groups_[g].width, ++g) {
+      const int w = groups_[g].width;
+      std::vector<float> block(static_cast<std::size_t>(hidden_) * w);
+      for (int o = 0; o < hidden_; ++o)
+        std::copy_n(downs[k - 1].begin() + static_cast<std::ptrdiff_t>(o * width + first), w,
+                    block.begin() + static_cast<std::ptrdiff_t>(o) * w);
+      blocks.emplace_back(backend, block, std::span<const float>{}, w, hidden_, Epilogue::add_to_output, precision);
+    }
+  }
+  refit_ = std::move(refit);
+}
+
 std::size_t FfnLearners::scratch_floats(int rows) const noexcept {
   int widest = 0;
   for (const auto& g : groups_) widest = std::max(widest, g.width);
-  // Up output (2·width for SwiGLU) and the gated activations, over padded rows.
-  return static_cast<std::size_t>(Linear::padded_rows(rows)) * widest * 3;
+  const std::size_t padded = Linear::padded_rows(rows);
+  // Without a refit: a learner's up output (2·width for SwiGLU) and its
+  // gated activations. With one: every learner's activations, then a
+  // learner's up output or a prefix's refitted output.
+  if (refit_.empty()) return padded * widest * 3;
+  return padded * (ffn_width() + std::max(2 * widest, hidden_));
+}
+
+void FfnLearners::activations(const float* x, float* act, std::span<const int> rows_for, kernels::Scratch& scratch,
+                              float* hidden_buffer) const {
+  for (std::size_t g = 0, first = 0; g < groups_.size(); first += groups_[g].width, ++g) {
+    const int rows = rows_for[g];
+    const Group& group = groups_[g];
+    if (rows <= 0) continue;
+    float* block = act + activation_offset(static_cast<int>(first), rows_for[0]);
+    if (activation_ == Activation::gelu) {
+      group.up(x, block, rows, scratch);
+    } else {
+      group.up(x, hidden_buffer, rows, scratch);
+      kernels::swiglu(hidden_buffer, 2 * group.width, block, group.width, rows, group.width);
+    }
+  }
 }
 
 FlopCount FfnLearners::operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
@@ -65,6 +116,11 @@ FlopCount FfnLearners::operator()(const float* x, float* y, std::span<const int>
   if (rows_for.size() != groups_.size())
     throw Error(ErrorCode::internal, "ACM: one row count per learner expected");
   FlopCount flops;
+  flops.executed = this->flops(rows_for);
+  if (!refit_.empty()) {
+    refit_forward(x, y, rows_for, scratch, hidden_buffer);
+    return flops;
+  }
   for (std::size_t g = 0; g < groups_.size(); ++g) {
     const int rows = rows_for[g];
     const Group& group = groups_[g];
@@ -79,8 +135,48 @@ FlopCount FfnLearners::operator()(const float* x, float* y, std::span<const int>
       group.down(gated, y, rows, scratch);
     }
   }
-  flops.executed = this->flops(rows_for);
   return flops;
+}
+
+void FfnLearners::refit_forward(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
+                                float* hidden_buffer) const {
+  const int N = learners(), H = hidden_, rows = rows_for[0];
+  float* act = hidden_buffer;
+  float* out = hidden_buffer + activation_offset(ffn_width(), rows);
+  activations(x, act, rows_for, scratch, out);
+  auto block = [&](int g, int first, int row) {
+    return act + activation_offset(first, rows) + static_cast<std::size_t>(row) * groups_[g].width;
+  };
+  // Rows [0, rows_for[N−1]) ran every learner: the FFN itself, each
+  // learner's own down projection (it starts at row 0, so a padded row
+  // bucket only reaches rows past the last real one).
+  if (const int all = rows_for[N - 1]; all > 0)
+    for (int g = 0, first = 0; g < N; first += groups_[g].width, ++g) groups_[g].down(block(g, first, 0), y, all, scratch);
+  // Rows [rows_for[k], rows_for[k−1]) ran exactly k learners: their
+  // prefix's refit, block by block into `out` (a bucket from a middle row
+  // would spill into the next rows), then added.
+  for (int k = N - 1; k >= 1; --k) {
+    const int begin = rows_for[k], count = rows_for[k - 1] - begin;
+    if (count <= 0) continue;
+    const std::size_t n = static_cast<std::size_t>(count) * H;
+    std::fill(out, out + n, 0.f);
+    for (int g = 0, first = 0; g < k; first += groups_[g].width, ++g)
+      refit_[k - 1][g](block(g, first, begin), out, count, scratch);
+    float* dst = y + static_cast<std::size_t>(begin) * H;
+    for (std::size_t i = 0; i < n; ++i) dst[i] += out[i];
+  }
+}
+
+void FfnLearners::next_prefix(const float* x, float* y, int rows, int k, std::span<int> rows_for,
+                              kernels::Scratch& scratch, float* hidden_buffer) const {
+  std::fill(rows_for.begin(), rows_for.end(), 0);
+  if (refit()) {
+    std::fill(y, y + static_cast<std::size_t>(rows) * hidden_, 0.f);
+    std::fill(rows_for.begin(), rows_for.begin() + k + 1, rows);
+  } else {
+    rows_for[k] = rows;
+  }
+  (*this)(x, y, rows_for, scratch, hidden_buffer);
 }
 
 double FfnLearners::flops(std::span<const int> rows_for) const noexcept {

@@ -44,21 +44,52 @@ class FfnLearners {
 
   int learners() const noexcept { return static_cast<int>(groups_.size()); }
   int hidden() const noexcept { return hidden_; }
-  // Neurons in learner i.
+  // Neurons in learner i, and in learners 0..i-1 together.
   int width(int learner) const noexcept { return groups_[learner].width; }
+  int prefix_width(int learners) const noexcept;
+  int ffn_width() const noexcept { return prefix_width(learners()); }
+
+  // Least-squares refit of each prefix's down projection (DESIGN.md, "Width
+  // level"): downs[k − 1] ([hidden, prefix_width(k)]) maps the activations
+  // of learners 0..k-1 to the FFN's output for a row that runs exactly k < N
+  // learners, in place of the sum of their own down projections (whose bias
+  // the prefix's correction then replaces). A row running all N learners
+  // keeps the FFN itself. Set once, before the learners are shared.
+  void set_refit(const kernels::Backend& backend, std::span<const std::vector<float>> downs,
+                 kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
+  bool refit() const noexcept { return !refit_.empty(); }
+
+  // Every learner's activations on its rows (learner i on rows_for[i]) into
+  // `act`: learner i's as a block of its own, rows × width(i) from
+  // activation_offset(i, rows_for[0]) (dense blocks keep every GEMM on
+  // oneDNN's fast paths, which strided rows are not).
+  void activations(const float* x, float* act, std::span<const int> rows_for, kernels::Scratch& scratch,
+                   float* hidden_buffer) const;
+  static std::size_t activation_offset(int prefix_width, int rows) noexcept {
+    return static_cast<std::size_t>(kernels::Linear::padded_rows(rows)) * prefix_width;
+  }
 
   // y[r] += Σ_{i < k_r} learner_i(x[r]), where rows are ordered so that
-  // learner i runs on the prefix [0, rows_for[i]) (rows_for non-increasing).
-  // Learner 0 carries the down bias. `scratch_floats` floats of `hidden_buffer`
-  // hold the learners' activations. Returns the FLOPs executed (`dense` is
-  // left 0: the dense FFN's row count is the caller's).
+  // learner i runs on the prefix [0, rows_for[i]) (rows_for non-increasing);
+  // with a refit, rows with k < N learners get their prefix's refitted down
+  // projection instead. Learner 0 carries the down bias. `scratch_floats`
+  // floats of `hidden_buffer` hold the learners' activations. Returns the
+  // FLOPs executed (`dense` is left 0: the dense FFN's row count is the
+  // caller's).
   FlopCount operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
                        float* hidden_buffer) const;
   std::size_t scratch_floats(int rows) const noexcept;
+  // From P_k, the output of k learners on all `rows` rows, in y (row stride
+  // hidden), to P_{k+1}: learner k added, or with a refit, recomputed with
+  // prefix k+1's own down projection. rows_for: learners() ints of scratch.
+  void next_prefix(const float* x, float* y, int rows, int k, std::span<int> rows_for, kernels::Scratch& scratch,
+                   float* hidden_buffer) const;
   // FLOPs of running learner i on rows_for[i] rows.
   double flops(std::span<const int> rows_for) const noexcept;
 
  private:
+  void refit_forward(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
+                     float* hidden_buffer) const;
   struct Group {
     int width = 0;
     kernels::Linear up;    // H → width (GELU fused) or H → 2·width (gate | up)
@@ -67,6 +98,9 @@ class FfnLearners {
   Activation activation_;
   int hidden_ = 0;
   std::vector<Group> groups_;
+  // k = 1..N−1: prefix k's refitted down projection, one Linear per learner
+  // block (its columns of it): width(i) → hidden, added, no bias.
+  std::vector<std::vector<kernels::Linear>> refit_;
 };
 
 }  // namespace skim::execute::acm
