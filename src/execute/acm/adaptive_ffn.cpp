@@ -215,10 +215,17 @@ WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWei
   WidthGating gating;
   gating.budgets = spec.budgets;
   gating.budget = spec.budget;
-  for (const auto& l : spec.layers)
-    gating.layers.emplace_back(l.layer,
-                               FfnLearners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision),
-                               l.gate_weight, l.gate_bias, l.corrections, backend);
+  for (const auto& l : spec.layers) {
+    if (!l.learner_weights.empty() && static_cast<int>(l.learner_weights.size()) != l.learners)
+      throw Error(ErrorCode::internal, "ACM layer " + std::to_string(l.layer) + ": " + std::to_string(l.learners) +
+                                           " learners listed, " + std::to_string(l.learner_weights.size()) + " given");
+    gating.layers.emplace_back(
+        l.layer,
+        l.learner_weights.empty()
+            ? FfnLearners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision)
+            : FfnLearners(backend, activation, l.learner_weights, hidden, precision),
+        l.gate_weight, l.gate_bias, l.corrections, backend);
+  }
   return gating;
 }
 
