@@ -199,13 +199,27 @@ std::string acm_refit_name(int layer, std::int64_t learners) {
   return acm_tensor_name(layer, "refit.") + std::to_string(learners);
 }
 
+std::string acm_learner_tensor_name(int layer, int learner, const char* part) {
+  return "acm.layer." + std::to_string(layer) + ".learner." + std::to_string(learner) + "." + part;
+}
+
+// A package's learners are all a partition of the model's FFNs or all
+// trained ("distilled": each learner its own weights).
+bool acm_distilled(const execute::acm::WidthSpec& spec) {
+  const bool distilled = !spec.layers.empty() && !spec.layers.front().learner_weights.empty();
+  for (const auto& l : spec.layers)
+    if (l.learner_weights.empty() == distilled)
+      throw Error(ErrorCode::internal, "write_package: ACM layers mix partition and distilled learners");
+  return distilled;
+}
+
 nlohmann::json acm_json(const execute::acm::WidthSpec& spec, const nlohmann::json& fit) {
   nlohmann::json layers = nlohmann::json::array(), grid = nlohmann::json::array();
   for (const auto& l : spec.layers) layers.push_back({{"layer", l.layer}, {"learners", l.learners}});
   for (const auto& b : spec.budgets)
     grid.push_back({{"budget", b.budget}, {"log_epsilon", b.log_epsilon}, {"oracle_log_epsilon", b.oracle_log_epsilon}});  // per layer
   const bool refit = !spec.layers.empty() && !spec.layers.front().refit_down.empty();
-  return {{"learners", "partition"},
+  return {{"learners", acm_distilled(spec) ? "distilled" : "partition"},
           {"down_projection", refit ? "least_squares_refit" : "partition"},
           {"gate", "ridge_log_error"},
           {"budget", spec.budget},
@@ -232,20 +246,84 @@ std::vector<T> checked_tensor(const format::TensorStore& store, const std::strin
   return values;
 }
 
+// A distilled learner's tensor, F16 or F32, of the given shape (a negative
+// entry: any size ≥ 1, returned in `free`), finite, as f32.
+std::vector<float> learner_tensor(const format::TensorStore& store, const std::string& name,
+                                  const std::vector<std::int64_t>& shape, std::int64_t* free, const std::string& needs) {
+  const format::TensorView* t = store.find(name);
+  if (t == nullptr) throw Error(ErrorCode::format, store.source() + ": no tensor '" + name + "'");
+  if (t->dtype != format::DType::f16 && t->dtype != format::DType::f32)
+    throw Error(ErrorCode::format, store.source() + ": tensor '" + name + "' is " + std::string(format::to_string(t->dtype)) +
+                                       ", expected F16 or F32");
+  bool fits = t->shape.size() == shape.size();
+  for (std::size_t d = 0; fits && d < shape.size(); ++d) {
+    if (shape[d] >= 0) fits = t->shape[d] == shape[d];
+    else if ((fits = t->shape[d] >= 1)) *free = t->shape[d];
+  }
+  if (!fits)
+    throw Error(ErrorCode::model, store.source() + ": tensor '" + name + "' has shape " + t->shape_string() + ", " + needs);
+  std::vector<float> values = format::to_f32(*t);
+  for (float v : values)
+    if (!std::isfinite(v)) throw Error(ErrorCode::format, store.source() + ": tensor '" + name + "' is not finite");
+  return values;
+}
+
+// Layer `layer`'s N trained learners: acm.layer.L.learner.I.{up.weight [w_I,
+// H], up.bias [w_I] (optional), down.weight [H, w_I], down.bias [H]
+// (optional)}, and no tensors of learners past N.
+std::vector<execute::acm::FfnWeights> distilled_learners(const format::TensorStore& store, int layer, int learners,
+                                                         std::int64_t H, const std::string& listed) {
+  const std::string prefix = "acm.layer." + std::to_string(layer) + ".learner.";
+  for (const auto& name : store.names()) {
+    if (!name.starts_with(prefix)) continue;
+    const std::string rest = name.substr(prefix.size());
+    const std::size_t dot = rest.find('.');
+    int index = -1;
+    try {
+      index = std::stoi(rest.substr(0, dot));
+    } catch (const std::exception&) {
+    }
+    if (index < 0 || index >= learners)
+      throw Error(ErrorCode::model, store.source() + ": tensor '" + name + "' is not one of the " +
+                                        std::to_string(learners) + " learners " + listed + " lists");
+  }
+  const std::string hidden = "the model's hidden size is " + std::to_string(H);
+  std::vector<execute::acm::FfnWeights> out;  // grown as found: `learners` is not trusted yet
+  for (int i = 0; i < learners; ++i) {
+    auto& w = out.emplace_back();
+    std::int64_t width = 0;
+    w.up = learner_tensor(store, acm_learner_tensor_name(layer, i, "up.weight"), {-1, H}, &width,
+                          "expected [width, " + std::to_string(H) + "]: " + hidden);
+    const std::string dims = "learner " + std::to_string(i) + " is " + std::to_string(width) + " wide and " + hidden;
+    w.down = learner_tensor(store, acm_learner_tensor_name(layer, i, "down.weight"), {H, width}, nullptr,
+                            "expected [" + std::to_string(H) + ", " + std::to_string(width) + "]: " + dims);
+    if (store.find(acm_learner_tensor_name(layer, i, "up.bias")))
+      w.up_bias = learner_tensor(store, acm_learner_tensor_name(layer, i, "up.bias"), {width}, nullptr,
+                                 "expected [" + std::to_string(width) + "]: " + dims);
+    if (store.find(acm_learner_tensor_name(layer, i, "down.bias")))
+      w.down_bias = learner_tensor(store, acm_learner_tensor_name(layer, i, "down.bias"), {H}, nullptr,
+                                   "expected [" + std::to_string(H) + "]: " + hidden);
+  }
+  return out;
+}
+
 // The "acm" section and its tensors, checked against the model's shape.
 execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorStore& store, const PackageModel& model,
                                  const std::string& where) {
   execute::acm::WidthSpec spec;
   std::string field = "acm.learners";
-  bool refit = false;
+  bool distilled = false, refit = false;
   try {
-    if (j.at("learners").get<std::string>() != "partition")
-      throw std::invalid_argument("\"" + j.at("learners").get<std::string>() + "\" is not supported (only partition)");
+    const auto learners = j.at("learners").get<std::string>();
+    if (learners != "partition" && learners != "distilled")
+      throw std::invalid_argument("\"" + learners + "\" is not supported (partition or distilled)");
+    distilled = learners == "distilled";
     field = "acm.down_projection";
     const std::string down = j.value("down_projection", "partition");
     if (down != "partition" && down != "least_squares_refit")
       throw std::invalid_argument("\"" + down + "\" is not partition or least_squares_refit");
     refit = down == "least_squares_refit";
+    if (refit && distilled) throw std::invalid_argument("a refit applies to partitioned learners only");
     field = "acm.gate";
     if (j.at("gate").get<std::string>() != "ridge_log_error")
       throw std::invalid_argument("\"" + j.at("gate").get<std::string>() + "\" is not supported (only ridge_log_error)");
@@ -274,7 +352,7 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
         throw std::invalid_argument("layer " + std::to_string(l.layer) + " is outside the model's " +
                                     std::to_string(model.layers) + " layers");
       if (l.layer <= previous) throw std::invalid_argument("layers must be listed once each, ascending");
-      if (l.learners < 1 || l.learners > model.ffn_size)
+      if (l.learners < 1 || (!distilled && l.learners > model.ffn_size))
         throw std::invalid_argument(std::to_string(l.learners) + " learners for an FFN of width " +
                                     std::to_string(model.ffn_size));
       previous = l.layer;
@@ -285,15 +363,20 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
     throw Error(ErrorCode::format, where + ": field \"" + field + "\": " + e.what());
   }
   const std::int64_t H = model.hidden_size, F = model.ffn_size;
-  for (auto& l : spec.layers) {
+  for (std::size_t i = 0; i < spec.layers.size(); ++i) {
+    auto& l = spec.layers[i];
     const std::int64_t N = l.learners;
-    l.order = checked_tensor<std::int32_t>(store, acm_tensor_name(l.layer, "order"), format::DType::i32, {F});
-    std::vector<char> seen(F, 0);
-    for (int n : l.order) {
-      if (n < 0 || n >= F || seen[n])
-        throw Error(ErrorCode::model, store.source() + ": tensor '" + acm_tensor_name(l.layer, "order") +
-                                          "' is not a permutation of the FFN's " + std::to_string(F) + " neurons");
-      seen[n] = 1;
+    if (distilled) {
+      l.learner_weights = distilled_learners(store, l.layer, l.learners, H, where + " acm.layers[" + std::to_string(i) + "]");
+    } else {
+      l.order = checked_tensor<std::int32_t>(store, acm_tensor_name(l.layer, "order"), format::DType::i32, {F});
+      std::vector<char> seen(F, 0);
+      for (int n : l.order) {
+        if (n < 0 || n >= F || seen[n])
+          throw Error(ErrorCode::model, store.source() + ": tensor '" + acm_tensor_name(l.layer, "order") +
+                                            "' is not a permutation of the FFN's " + std::to_string(F) + " neurons");
+        seen[n] = 1;
+      }
     }
     l.gate_weight = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H});
     l.gate_bias = checked_tensor<float>(store, acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N});
@@ -344,8 +427,24 @@ void write_package(const PackageFiles& files, const RouterPackage& p) {
   if (p.acm) {
     for (const auto& l : p.acm->layers) {
       const std::int64_t N = l.learners, H = static_cast<std::int64_t>(l.gate_weight.size()) / std::max<std::int64_t>(N, 1);
-      tensors.push_back({acm_tensor_name(l.layer, "order"), format::DType::i32, {static_cast<std::int64_t>(l.order.size())},
-                         bytes_of(l.order)});
+      if (l.learner_weights.empty())
+        tensors.push_back({acm_tensor_name(l.layer, "order"), format::DType::i32,
+                           {static_cast<std::int64_t>(l.order.size())}, bytes_of(l.order)});
+      for (std::size_t i = 0; i < l.learner_weights.size(); ++i) {
+        const auto& w = l.learner_weights[i];
+        const std::int64_t width = static_cast<std::int64_t>(w.down.size()) / std::max<std::int64_t>(H, 1);
+        const int learner = static_cast<int>(i);
+        tensors.push_back({acm_learner_tensor_name(l.layer, learner, "up.weight"), format::DType::f32,
+                           {static_cast<std::int64_t>(w.up.size()) / std::max<std::int64_t>(H, 1), H}, bytes_of(w.up)});
+        if (!w.up_bias.empty())
+          tensors.push_back({acm_learner_tensor_name(l.layer, learner, "up.bias"), format::DType::f32,
+                             {static_cast<std::int64_t>(w.up_bias.size())}, bytes_of(w.up_bias)});
+        tensors.push_back({acm_learner_tensor_name(l.layer, learner, "down.weight"), format::DType::f32, {H, width},
+                           bytes_of(w.down)});
+        if (!w.down_bias.empty())
+          tensors.push_back({acm_learner_tensor_name(l.layer, learner, "down.bias"), format::DType::f32, {H},
+                             bytes_of(w.down_bias)});
+      }
       tensors.push_back({acm_tensor_name(l.layer, "gate.weight"), format::DType::f32, {N, H}, bytes_of(l.gate_weight)});
       tensors.push_back({acm_tensor_name(l.layer, "gate.bias"), format::DType::f32, {N}, bytes_of(l.gate_bias)});
       tensors.push_back({acm_tensor_name(l.layer, "corrections"), format::DType::f32, {N + 1, H}, bytes_of(l.corrections)});

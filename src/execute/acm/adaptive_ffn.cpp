@@ -223,7 +223,13 @@ WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWei
   gating.budgets = spec.budgets;
   gating.budget = spec.budget;
   for (const auto& l : spec.layers) {
-    FfnLearners learners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision);
+    if (!l.learner_weights.empty() && static_cast<int>(l.learner_weights.size()) != l.learners)
+      throw Error(ErrorCode::internal, "ACM layer " + std::to_string(l.layer) + ": " + std::to_string(l.learners) +
+                                           " learners listed, " + std::to_string(l.learner_weights.size()) + " given");
+    FfnLearners learners =
+        l.learner_weights.empty()
+            ? FfnLearners(backend, activation, weights(l.layer), hidden, ffn, l.order, l.learners, precision)
+            : FfnLearners(backend, activation, l.learner_weights, hidden, precision);
     if (!l.refit_down.empty()) learners.set_refit(backend, l.refit_down, precision);
     gating.layers.emplace_back(l.layer, std::move(learners), l.gate_weight, l.gate_bias, l.corrections, backend);
   }

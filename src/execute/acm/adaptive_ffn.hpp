@@ -22,7 +22,8 @@ namespace skim::execute::acm {
 // How a token's learner count k is chosen.
 enum class Gate {
   learned,  // the fitted gate: k = first prefix whose predicted log error ≤ log ε
-  oracle,   // the true error of every prefix (all learners run first): the
+  oracle,   // the true error of every prefix against all learners (which
+            // run first; a partition's add up to the FFN): the
             // upper bound on quality, for evaluation only; its FLOPs count as
             // if only the chosen learners ran
   uniform,  // every token the same k (static width pruning): the baseline a gate must beat
@@ -107,12 +108,14 @@ struct WidthGating {
   WidthScratch scratch(int max_rows) const;
 };
 
-// How a model package describes adaptive FFNs: per layer, the neuron order
-// that cuts the model's own FFN into learners, the gate and the corrections.
+// How a model package describes adaptive FFNs: per layer, the learners
+// (either the neuron order that cuts the model's own FFN into them, or, for
+// trained learners, their own weights), the gate and the corrections.
 struct LayerSpec {
   int layer = 0;
   int learners = 0;
-  std::vector<int> order;                     // ffn values
+  std::vector<int> order;                     // partition: ffn values
+  std::vector<FfnWeights> learner_weights;    // distilled: one per learner (then `order` is empty)
   std::vector<float> gate_weight, gate_bias;  // learners × hidden, learners
   std::vector<float> corrections;             // (learners + 1) × hidden
   // Empty, or the least-squares refit: prefix k's down projection, hidden ×
@@ -124,7 +127,8 @@ struct WidthSpec {
   std::vector<BudgetPoint> budgets;
   double budget = 1;
 };
-// Packs the learners from the model's FFN weights (weights(layer)).
+// Packs the learners: a partition layer's from the model's FFN weights
+// (weights(layer)), a distilled layer's from its own.
 WidthGating build_width_gating(const WidthSpec& spec, const std::function<FfnWeights(int layer)>& weights,
                                Activation activation, int hidden, int ffn, const kernels::Backend& backend,
                                kernels::WeightPrecision precision);

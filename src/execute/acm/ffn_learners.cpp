@@ -44,11 +44,7 @@ FfnLearners::FfnLearners(const kernels::Backend& backend, Activation activation,
     for (std::size_t o = 0; o < H; ++o)
       for (int j = 0; j < width; ++j) down_w[o * width + j] = down[o * F + order[first + j]];
     if (g == 0) down_b.assign(down_bias.begin(), down_bias.end());
-    const int up_out = activation == Activation::swiglu ? 2 * width : width;
-    groups_.push_back(Group{width,
-                            Linear(backend, up_w, up_b, hidden, up_out,
-                                   activation == Activation::gelu ? Epilogue::gelu_erf : Epilogue::none, precision),
-                            Linear(backend, down_w, down_b, width, hidden, Epilogue::add_to_output, precision)});
+    add_group(backend, up_w, up_b, down_w, down_b, width, precision);
     first += width;
   }
 }
@@ -82,6 +78,34 @@ void FfnLearners::set_refit(const kernels::Backend& backend, std::span<const std
     }
   }
   refit_ = std::move(refit);
+}
+
+FfnLearners::FfnLearners(const kernels::Backend& backend, Activation activation, std::span<const FfnWeights> learners,
+                         int hidden, kernels::WeightPrecision precision)
+    : activation_(activation), hidden_(hidden) {
+  if (learners.empty()) throw Error(ErrorCode::invalid_argument, "ACM: no learners");
+  const std::size_t H = hidden, parts = activation == Activation::swiglu ? 2 : 1;
+  for (std::size_t i = 0; i < learners.size(); ++i) {
+    const FfnWeights& w = learners[i];
+    const std::size_t width = H == 0 ? 0 : w.down.size() / H;
+    if (width == 0 || w.down.size() != H * width || w.up.size() != parts * width * H ||
+        (!w.up_bias.empty() && w.up_bias.size() != width) || (!w.down_bias.empty() && w.down_bias.size() != H))
+      throw Error(ErrorCode::model, "ACM: learner " + std::to_string(i) + "'s weights (up " + std::to_string(w.up.size()) +
+                                        ", up bias " + std::to_string(w.up_bias.size()) + ", down " +
+                                        std::to_string(w.down.size()) + ", down bias " + std::to_string(w.down_bias.size()) +
+                                        " values) do not make an FFN of hidden size " + std::to_string(hidden));
+    add_group(backend, w.up, w.up_bias, w.down, w.down_bias, static_cast<int>(width), precision);
+  }
+}
+
+void FfnLearners::add_group(const kernels::Backend& backend, std::span<const float> up, std::span<const float> up_bias,
+                            std::span<const float> down, std::span<const float> down_bias, int width,
+                            kernels::WeightPrecision precision) {
+  const int up_out = activation_ == Activation::swiglu ? 2 * width : width;
+  groups_.push_back(Group{width,
+                          Linear(backend, up, up_bias, hidden_, up_out,
+                                 activation_ == Activation::gelu ? Epilogue::gelu_erf : Epilogue::none, precision),
+                          Linear(backend, down, down_bias, width, hidden_, Epilogue::add_to_output, precision)});
 }
 
 std::size_t FfnLearners::scratch_floats(int rows) const noexcept {

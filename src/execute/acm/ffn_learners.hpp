@@ -5,7 +5,8 @@
 // FFN exactly; learner i refines learners 0..i-1. Neurons are put in an
 // order (most important first) and cut into contiguous groups, each packed
 // as its own pair of GEMMs. A per-token gate (later) picks k, the number of
-// learners a token runs.
+// learners a token runs. Trained (distilled) learners, whose weights are not
+// a partition of any FFN, are packed from their own weights the same way.
 #include <span>
 #include <vector>
 
@@ -42,6 +43,14 @@ class FfnLearners {
               int hidden, int ffn, std::span<const int> order, int learners,
               kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
 
+  // Learners with their own weights (trained, e.g. distilled as in the
+  // paper): learner i is an FFN of width w_i ≥ 1 with up [w_i, H] (SwiGLU:
+  // [2·w_i, H]), up bias w_i values or empty, down [H, w_i], down bias H
+  // values or empty; widths may differ and need not sum to any FFN's. At
+  // least one learner.
+  FfnLearners(const kernels::Backend& backend, Activation activation, std::span<const FfnWeights> learners, int hidden,
+              kernels::WeightPrecision precision = kernels::WeightPrecision::f32);
+
   int learners() const noexcept { return static_cast<int>(groups_.size()); }
   int hidden() const noexcept { return hidden_; }
   // Neurons in learner i, and in learners 0..i-1 together.
@@ -72,10 +81,10 @@ class FfnLearners {
   // y[r] += Σ_{i < k_r} learner_i(x[r]), where rows are ordered so that
   // learner i runs on the prefix [0, rows_for[i]) (rows_for non-increasing);
   // with a refit, rows with k < N learners get their prefix's refitted down
-  // projection instead. Learner 0 carries the down bias. `scratch_floats`
-  // floats of `hidden_buffer` hold the learners' activations. Returns the
-  // FLOPs executed (`dense` is left 0: the dense FFN's row count is the
-  // caller's).
+  // projection instead. Partition: learner 0 carries the down bias.
+  // `scratch_floats` floats of `hidden_buffer` hold the learners'
+  // activations. Returns the FLOPs executed (`dense` is left 0: the dense
+  // FFN's row count is the caller's).
   FlopCount operator()(const float* x, float* y, std::span<const int> rows_for, kernels::Scratch& scratch,
                        float* hidden_buffer) const;
   std::size_t scratch_floats(int rows) const noexcept;
@@ -101,6 +110,10 @@ class FfnLearners {
   // k = 1..N−1: prefix k's refitted down projection, one Linear per learner
   // block (its columns of it): width(i) → hidden, added, no bias.
   std::vector<std::vector<kernels::Linear>> refit_;
+
+  void add_group(const kernels::Backend& backend, std::span<const float> up, std::span<const float> up_bias,
+                 std::span<const float> down, std::span<const float> down_bias, int width,
+                 kernels::WeightPrecision precision);
 };
 
 }  // namespace skim::execute::acm
