@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Mixture-of-Depths (--task clinc150) or Adaptive Computation Modules (--task
-clinc150-acm) on CLINC150 at several budgets: fit the routers or gates with
+clinc150-acm) on CLINC150, or on stories260K (--task stories-mod, stories-acm), at several
+budgets: fit the routers or gates with
 skim-calibrate, measure quality and cost with skim-eval, one JSON file and one
 SVG for the whole sweep (default bench/<mod|acm>/<task>_sweep.{json,svg}).
 
-ACM: the "layer sets" are learner counts ("default;8"), the gates are fitted
-once per count and every budget is asked of skim-eval (--acm-budget), the
+ACM: the "layer sets" are variants: a learner count ("default", "8"), with
+"+refit" for skim-calibrate --acm-refit, or "package:DIR" for a package made
+elsewhere (e.g. bench/fixtures/distill_acm.py's distilled learners; no
+calibration). The gates are fitted once per variant and every budget is asked
+of skim-eval (--acm-budget), the
 scorers are the fitted gates (learned), the oracle (each prefix's true error)
 and uniform (every token the same share of learners: static pruning), and the
 x axis is the FFNs' executed FLOPs share. The MoD description follows.
@@ -70,8 +74,18 @@ def _mod_calibrate(budget, layer_set, kind):
     return args + ([] if layer_set == "default" else ["--mod-layers", layer_set])
 
 
-def _acm_calibrate(budget, learners, kind):
-    return ["--acm-budget", repr(budget)] + ([] if learners == "default" else ["--acm-learners", learners])
+def _acm_calibrate(budget, variant, kind):
+    """ACM variants: "default" or a learner count, "+refit" for --acm-refit."""
+    learners, refit = variant.split("+")[0], variant.endswith("+refit")
+    return (["--acm-budget", repr(budget)] + ([] if learners == "default" else ["--acm-learners", learners]) +
+            (["--acm-refit"] if refit else []))
+
+
+def _acm_variant_name(v, pkg):
+    if v.startswith("package:"):
+        return "distilled"
+    learners = (pkg or {}).get("learners", v.split("+")[0]) if v.startswith("default") else v.split("+")[0]
+    return "%s learners%s" % (learners, ", refit" if v.endswith("+refit") else "")
 
 
 METHODS = {
@@ -87,7 +101,7 @@ METHODS = {
     "acm": {"calibrate": _acm_calibrate, "router_args": lambda r: ["--acm-gate", r], "off": ["--acm", "off"],
             "routers": "learned,oracle,uniform", "untimed": {"oracle"}, "package": "acm",
             "budgets": "0.9,0.8,0.7,0.6,0.5,0.4,0.3", "layer_sets": "default;8",
-            "variant_name": lambda v, pkg: "%s learners" % ((pkg or {}).get("learners", v) if v == "default" else v),
+            "variant_name": _acm_variant_name,
             "flops": ("transformer_ffn_flops", "transformer_dense_ffn_flops"), "x_label": "executed FLOPs share (FFNs)",
             "calibrate_once": True, "budget_args": lambda b: ["--acm-budget", repr(b)]},
 }
@@ -101,6 +115,22 @@ def _clinc_prepare(work):
             "eval": ["--data", os.path.join(tsv, "test.tsv"), "--no-router"]}
 
 
+# A decoder on TinyStories: the gates fit on the first 500 validation
+# stories, perplexity is measured on the other 500.
+STORIES = "/work/shared/data/tinystories/tinystories_valid_first1000.txt"
+
+
+def _stories_prepare(work):
+    with open(STORIES) as f:
+        docs = [d.strip() for d in f.read().split("<|endoftext|>") if d.strip()]
+    paths = {}
+    for name, part in (("calib", docs[:500]), ("eval", docs[500:])):
+        paths[name] = os.path.join(work, "stories_%s.txt" % name)
+        with open(paths[name], "w") as f:
+            f.write("\n<|endoftext|>\n".join(part) + "\n")
+    return {"calib": ["--text", paths["calib"]], "eval": ["--perplexity", paths["eval"]]}
+
+
 TASKS = {
     "clinc150": {"prepare": _clinc_prepare, "quality": ["accuracy", "in_scope_accuracy", "oos_recall"],
                  "primary": "accuracy", "higher_is_better": True, "method": "mod",
@@ -110,7 +140,14 @@ TASKS = {
                      "primary": "accuracy", "higher_is_better": True, "method": "acm",
                      "ref_line": lambda dense: (dense - 0.01, "dense \u2212 1 point"),
                      "title": "Adaptive Computation Modules on CLINC150 (test)"},
-    # "stories": decoder perplexity via skim-eval --perplexity FILE, lower is better.
+    "stories-mod": {"prepare": _stories_prepare, "quality": ["perplexity"], "primary": "perplexity",
+                    "higher_is_better": False, "method": "mod",
+                    "ref_line": lambda dense: (dense * 1.03, "dense + 3%"),
+                    "title": "Mixture-of-Depths (post-hoc) on stories260K (TinyStories validation 500–999)"},
+    "stories-acm": {"prepare": _stories_prepare, "quality": ["perplexity"], "primary": "perplexity",
+                    "higher_is_better": False, "method": "acm",
+                    "ref_line": lambda dense: (dense * 1.03, "dense + 3%"),
+                    "title": "Adaptive Computation Modules on stories260K (TinyStories validation 500–999)"},
 }
 
 
@@ -138,11 +175,18 @@ def parse_json(text, cmd):
         sys.exit("sweep.py: %s printed no JSON object (%s):\n%s" % (cmd[0], e, text[-2000:]))
 
 
-def link_model(src, dst):
+def link_model(src, dst, package=None):
+    """The model's files linked into dst (a single-file model: that file;
+    returns its path), and `package`'s skim.json / skim.safetensors copied in."""
     os.makedirs(dst)
+    if os.path.isfile(src):
+        os.symlink(os.path.abspath(src), os.path.join(dst, os.path.basename(src)))
+        return os.path.join(dst, os.path.basename(src))
     for name in os.listdir(src):
         if not name.startswith("skim.") and not name.endswith(".md"):
             os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(dst, name))
+    for name in ("skim.json", "skim.safetensors") if package else ():
+        shutil.copy(os.path.join(package, name), os.path.join(dst, name))
     return dst
 
 
@@ -156,6 +200,7 @@ def fake_eval(router, budget, layer_set, seed, repeat):
     acc = 0.935 - loss + rng.uniform(-0.002, 0.002)
     secs = 10.0 * (1.04 if router == "oracle" else 0.12 + 0.88 * (1 - 0.97 * skipped)) * clock.uniform(0.97, 1.05)
     return {"n": 5500, "accuracy": acc, "in_scope_accuracy": acc + 0.03, "oos_recall": 0.8 - 2 * loss,
+            "perplexity": 5.2 * (1 + 5 * loss),
             "seconds": secs, "flops": dense_t * (1 - 0.97 * skipped), "dense_flops": dense_t,
             "transformer_flops": dense_t * (1 - 0.97 * skipped), "transformer_dense_flops": dense_t,
             "transformer_ffn_flops": 0.6 * dense_t * (1 - 0.97 * skipped), "transformer_dense_ffn_flops": 0.6 * dense_t,
@@ -269,7 +314,10 @@ def main():
     budgets = [float(b) for b in (a.budgets or method["budgets"]).split(",")]
     layer_sets = [s.strip() for s in (a.layer_sets or method["layer_sets"]).split(";") if s.strip()]
     for s in layer_sets:
-        if s != "default" and not all(x.strip().isdigit() for x in s.split(",")):
+        if task["method"] == "acm":
+            if not (s.startswith("package:") or s.split("+")[0] == "default" or s.split("+")[0].isdigit()):
+                ap.error("--layer-sets: %r is not 'default', a learner count (either with +refit) or package:DIR" % s)
+        elif s != "default" and not all(x.strip().isdigit() for x in s.split(",")):
             ap.error("--layer-sets: %r is neither 'default' nor a comma-separated list of layers" % s)
     routers = (a.routers or method["routers"]).split(",")
     calibrate = os.path.join(a.build, "examples/skim-calibrate/skim-calibrate")
@@ -305,7 +353,11 @@ def main():
 
     for li, layer_set in enumerate(layer_sets):
         for bi, budget in enumerate(budgets):
-            if bi == 0 or not method["calibrate_once"]:
+            if layer_set.startswith("package:"):  # made elsewhere (e.g. distilled): no calibration
+                if bi == 0:
+                    model = link_model(a.model, os.path.join(work, "m%d" % li), layer_set[len("package:"):])
+                    cal_out, cal_s = "package " + layer_set[len("package:"):], None
+            elif bi == 0 or not method["calibrate_once"]:
                 model = link_model(a.model, os.path.join(work, "m%d_%d" % (li, bi)))
                 cmd = [calibrate, "--model", model] + files["calib"] + method["calibrate"](budget, layer_set, a.budget_kind)
                 t0 = time.time()
@@ -334,7 +386,8 @@ def main():
                     transformer_dense_flops=r["transformer_dense_flops"], flops=r.get("flops"),
                     dense_flops=r.get("dense_flops")))
                 res["points"][-1][method["package"]] = pkg
-                print(row(layer_set[:8], budget, router, [r.get(k) for k in task["quality"]] + [fs, ws], secs,
+                label = "package" if layer_set.startswith("package:") else layer_set[:8]
+                print(row(label, budget, router, [r.get(k) for k in task["quality"]] + [fs, ws], secs,
                           cal_s if ri == 0 and (bi == 0 or not method["calibrate_once"]) else None), flush=True)
                 save(res, out)
     res["machine"]["loadavg_end"] = os.getloadavg()

@@ -159,8 +159,8 @@ int main(int argc, char** argv) {
                                   {"perplexity", p.perplexity},
                                   {"transformer_flops", p.cost.flops},
                                   {"transformer_dense_flops", p.cost.dense_flops},
-                                  {"ffn_flops", p.cost.ffn_flops},
-                                  {"dense_ffn_flops", p.cost.dense_ffn_flops},
+                                  {"transformer_ffn_flops", p.cost.ffn_flops},
+                                  {"transformer_dense_ffn_flops", p.cost.dense_ffn_flops},
                                   {"seconds", p.cost.seconds},
                                   {"mod", blocks.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"layers", blocks}}},
                                   {"acm", acm_json(engine->info(), acm_gate)}};

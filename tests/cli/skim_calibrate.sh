@@ -112,8 +112,8 @@ python3 - "$tmp/ppl_acm.json" "$tmp/ppl_dense.json" <<'PY'
 import json, sys
 acm, dense = (json.load(open(f)) for f in sys.argv[1:3])
 assert acm["acm"]["layers"] == [0, 1, 2, 3, 4] and acm["acm"]["budget"] == 0.6, acm["acm"]
-assert dense["acm"] is None and dense["ffn_flops"] == dense["dense_ffn_flops"], dense
-assert acm["ffn_flops"] < 0.8 * acm["dense_ffn_flops"], "ACM executed no fewer FFN FLOPs"
+assert dense["acm"] is None and dense["transformer_ffn_flops"] == dense["transformer_dense_ffn_flops"], dense
+assert acm["transformer_ffn_flops"] < 0.8 * acm["transformer_dense_ffn_flops"], "ACM executed no fewer FFN FLOPs"
 assert acm["perplexity"] > dense["perplexity"], (acm["perplexity"], dense["perplexity"])
 PY
 check "perplexity with ACM reports FFN FLOPs against dense" test $? -eq 0

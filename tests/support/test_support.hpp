@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <random>
 #include <span>
 #include <string>
 #include <utility>
@@ -85,6 +86,15 @@ void append_bytes(std::vector<std::byte>& bytes, const T& value) {
 }
 
 inline std::uint32_t bits_of(float value) { return std::bit_cast<std::uint32_t>(value); }
+
+// n values drawn from N(0, scale²), reproducibly from `seed`.
+inline std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
 
 // Runs `action`, expecting skim::Error with `code` and every one of `needles`
 // in its message; anything else fails the test (another exception escapes).

@@ -16,15 +16,9 @@
 using namespace skim::execute::acm;
 using skim::ErrorCode;
 
-namespace {
+using skim::testing::random_vector;
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+namespace {
 
 struct Ffn {
   Activation activation;

@@ -30,15 +30,9 @@ using skim::ErrorCode;
 using skim::testing::expect_error;
 namespace fs = std::filesystem;
 
-namespace {
+using skim::testing::random_vector;
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+namespace {
 
 // Learner `w` on input x, output o, in double.
 double learner_output(const FfnWeights& w, Activation activation, const float* x, int H, int o) {

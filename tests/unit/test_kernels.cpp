@@ -8,18 +8,12 @@
 #include "kernels/backend.hpp"
 #include "kernels/matmul.hpp"
 #include "kernels/ops.hpp"
+#include "test_support.hpp"
 
 using namespace skim::kernels;
+using skim::testing::random_vector;
 
 namespace {
-
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
 
 float gelu(float x) { return 0.5f * x * (1.f + std::erf(x / std::sqrt(2.f))); }
 
