@@ -266,6 +266,8 @@ def plot(res, svg):
         s["wall"].append((p["wall_share"], p[key]))
     panels = []
     for axis, label in (("flops", method["x_label"]), ("wall", "wall-time share")):
+        if axis == "wall" and not any(x is not None for s in series.values() for x, _ in s["wall"]):
+            continue  # no valid wall time (e.g. a sweep on a busy machine; see the JSON's wall_note)
         panels.append({"x_label": label, "y_label": key.replace("_", " "),
                        "series": [dict({k: v for k, v in s.items() if k in ("color", "marker", "dash", "fill")},
                                        name=n, points=s[axis], sort=False) for n, s in series.items()
