@@ -292,7 +292,8 @@ void load_decoder_package(Engine::Impl& impl, const fs::path& path, const Decode
   const PackageFiles files = package_files(path);
   if (!(use_mod || use_acm) || !fs::exists(files.json)) return;
   const auto& c = impl.llama_config;
-  RouterPackage package = read_package(files, {{}, model_content_hash(path), c.layers, c.dim, c.hidden_dim});
+  RouterPackage package = read_package(
+      files, {{}, model_content_hash(path), c.layers, c.dim, c.hidden_dim, execute::acm::Activation::swiglu});
   if (package.proposer)
     throw Error(ErrorCode::model, files.json.string() + ": a meaning-first router needs a classifier; this model is a decoder");
   if (package.mod && impl.decoder_routing)

@@ -270,9 +270,12 @@ std::vector<float> learner_tensor(const format::TensorStore& store, const std::s
 
 // Layer `layer`'s N trained learners: acm.layer.L.learner.I.{up.weight [w_I,
 // H], up.bias [w_I] (optional), down.weight [H, w_I], down.bias [H]
-// (optional)}, and no tensors of learners past N.
+// (optional)}, and no tensors of learners past N. SwiGLU: up.weight is the
+// learner's gate rows then its up rows, [2·w_I, H], and there is no up.bias.
 std::vector<execute::acm::FfnWeights> distilled_learners(const format::TensorStore& store, int layer, int learners,
-                                                         std::int64_t H, const std::string& listed) {
+                                                         std::int64_t H, execute::acm::Activation activation,
+                                                         const std::string& listed) {
+  const bool swiglu = activation == execute::acm::Activation::swiglu;
   const std::string prefix = "acm.layer." + std::to_string(layer) + ".learner.";
   for (const auto& name : store.names()) {
     if (!name.starts_with(prefix)) continue;
@@ -292,8 +295,19 @@ std::vector<execute::acm::FfnWeights> distilled_learners(const format::TensorSto
   for (int i = 0; i < learners; ++i) {
     auto& w = out.emplace_back();
     std::int64_t width = 0;
-    w.up = learner_tensor(store, acm_learner_tensor_name(layer, i, "up.weight"), {-1, H}, &width,
-                          "expected [width, " + std::to_string(H) + "]: " + hidden);
+    const std::string up_name = acm_learner_tensor_name(layer, i, "up.weight");
+    w.up = learner_tensor(store, up_name, {-1, H}, &width,
+                          swiglu ? "expected [2 × width, " + std::to_string(H) + "] (gate rows, then up rows): " + hidden
+                                 : "expected [width, " + std::to_string(H) + "]: " + hidden);
+    if (swiglu) {
+      if (width % 2 != 0)
+        throw Error(ErrorCode::model, store.source() + ": tensor '" + up_name + "' has " + std::to_string(width) +
+                                          " rows; a SwiGLU learner's up is its gate rows then its up rows, an even number");
+      width /= 2;
+      if (store.find(acm_learner_tensor_name(layer, i, "up.bias")))
+        throw Error(ErrorCode::model, store.source() + ": tensor '" + acm_learner_tensor_name(layer, i, "up.bias") +
+                                          "': this model's FFNs are SwiGLU, whose learners take no up bias");
+    }
     const std::string dims = "learner " + std::to_string(i) + " is " + std::to_string(width) + " wide and " + hidden;
     w.down = learner_tensor(store, acm_learner_tensor_name(layer, i, "down.weight"), {H, width}, nullptr,
                             "expected [" + std::to_string(H) + ", " + std::to_string(width) + "]: " + dims);
@@ -367,7 +381,8 @@ execute::acm::WidthSpec acm_from(const nlohmann::json& j, const format::TensorSt
     auto& l = spec.layers[i];
     const std::int64_t N = l.learners;
     if (distilled) {
-      l.learner_weights = distilled_learners(store, l.layer, l.learners, H, where + " acm.layers[" + std::to_string(i) + "]");
+      l.learner_weights =
+          distilled_learners(store, l.layer, l.learners, H, model.activation, where + " acm.layers[" + std::to_string(i) + "]");
     } else {
       l.order = checked_tensor<std::int32_t>(store, acm_tensor_name(l.layer, "order"), format::DType::i32, {F});
       std::vector<char> seen(F, 0);

@@ -65,6 +65,9 @@ struct PackageModel {
   std::string hash;                 // model_content_hash
   int layers = 0, hidden_size = 0;  // for MoD routers and ACM gates
   int ffn_size = 0;                 // for ACM neuron orders
+  // The FFNs' activation: distilled SwiGLU learners' up is gate rows then up
+  // rows ([2·width, hidden]) and has no bias.
+  execute::acm::Activation activation = execute::acm::Activation::gelu;
 };
 
 // Reads and validates the package in `dir` for `model`; skim::Error naming

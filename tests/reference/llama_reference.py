@@ -422,8 +422,10 @@ def rope(x, positions, theta, convention):
     return out
 
 
-def forward(model, ids, rope_conv):
-    """Logits [T, vocab] (float64) for every position of ids (causal)."""
+def forward(model, ids, rope_conv, ffn=None):
+    """Logits [T, vocab] (float64) for every position of ids (causal).
+    ffn(layer, h, dense): the FFN's output for its input rows h ([T, dim],
+    after ffn_norm), dense(h) the model's own; None: the model's FFN."""
     c = model.cfg
     T, H, KVH, hd = len(ids), c["n_heads"], c["n_kv_heads"], c["head_dim"]
     eps, theta = c["eps"], c["theta"]
@@ -448,9 +450,12 @@ def forward(model, ids, rope_conv):
         o = torch.einsum("hqk,khd->qhd", att, v).reshape(T, H * hd)
         x = x + o @ model.t(p + "wo").T
         h = rms_norm(x, model.t(p + "ffn_norm"), eps)
-        g = h @ model.t(p + "w1").T
-        u = h @ model.t(p + "w3").T
-        x = x + (g * torch.sigmoid(g) * u) @ model.t(p + "w2").T
+
+        def dense(rows, p=p):
+            g = rows @ model.t(p + "w1").T
+            u = rows @ model.t(p + "w3").T
+            return (g * torch.sigmoid(g) * u) @ model.t(p + "w2").T
+        x = x + (dense(h) if ffn is None else ffn(l, h, dense))
     x = rms_norm(x, model.t("norm"), eps)
     return x @ model.t("cls").T
 
