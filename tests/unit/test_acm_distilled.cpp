@@ -23,6 +23,7 @@
 #include "format/safetensors.hpp"
 #include "format/safetensors_writer.hpp"
 #include "package_copy.hpp"
+#include "tensor_edit.hpp"
 #include "test_support.hpp"
 
 using namespace skim::execute::acm;
@@ -30,6 +31,7 @@ using skim::ErrorCode;
 using skim::testing::expect_error;
 namespace fs = std::filesystem;
 
+using skim::testing::edit_tensors;
 using skim::testing::random_vector;
 
 namespace {
@@ -187,27 +189,6 @@ class AcmDistilled : public ::testing::Test {
 fs::path AcmDistilled::dir_;
 nlohmann::json AcmDistilled::reference_;
 
-// Rewrites `dir`/skim.safetensors through `edit` (name, tensor → keep?).
-void edit_tensors(const fs::path& dir,
-                  const std::function<bool(skim::format::TensorToWrite&, std::vector<std::byte>&)>& edit) {
-  std::vector<skim::format::TensorToWrite> tensors;
-  std::vector<std::vector<std::byte>> storage;
-  {
-    const auto store = skim::format::TensorStore::open_file(dir / "skim.safetensors");
-    const auto names = store.names();
-    storage.reserve(names.size());
-    for (const auto& name : names) {
-      const auto* t = store.find(name);
-      auto& bytes = storage.emplace_back(t->bytes.begin(), t->bytes.end());
-      skim::format::TensorToWrite w{name, t->dtype, t->shape, {}};
-      if (!edit(w, bytes)) continue;
-      w.bytes = bytes;
-      tensors.push_back(std::move(w));
-    }
-  }
-  skim::format::write_safetensors(dir / "skim.safetensors", tensors, {{"format", "skim-package"}});
-}
-
 }  // namespace
 
 TEST(AcmDistilledLearners, LearnersOfTheirOwnWidthsSumTheirOutputs) {
@@ -350,11 +331,11 @@ TEST_F(AcmDistilled, BadPackagesAreNamed) {
   package.write(j);
 
   // A missing tensor.
-  edit_tensors(dir, [&](auto& t, auto&) { return t.name != learner + "1.down.weight"; });
+  edit_tensors(dir / "skim.safetensors", [&](auto& t, auto&) { return t.name != learner + "1.down.weight"; });
   expect_error(open, ErrorCode::format, {"skim.safetensors", "no tensor '" + learner + "1.down.weight'"});
   restore();
   // A learner whose width is not the model's hidden size.
-  edit_tensors(dir, [&](auto& t, auto& bytes) {
+  edit_tensors(dir / "skim.safetensors", [&](auto& t, auto& bytes) {
     if (t.name == learner + "2.up.weight") {
       t.shape = {t.shape[0] * 2, t.shape[1] / 2};
     }
@@ -364,7 +345,7 @@ TEST_F(AcmDistilled, BadPackagesAreNamed) {
   expect_error(open, ErrorCode::model, {"skim.safetensors", learner + "2.up.weight", "[512, 128]", "hidden size is 256"});
   restore();
   // Up and down disagreeing on the learner's width.
-  edit_tensors(dir, [&](auto& t, auto& bytes) {
+  edit_tensors(dir / "skim.safetensors", [&](auto& t, auto& bytes) {
     if (t.name == learner + "0.down.weight") {
       t.shape[1] -= 1;
       bytes.resize(bytes.size() - static_cast<std::size_t>(t.shape[0]) * 2);  // F16
@@ -374,7 +355,7 @@ TEST_F(AcmDistilled, BadPackagesAreNamed) {
   expect_error(open, ErrorCode::model, {learner + "0.down.weight", "expected [256, 256]", "learner 0 is 256 wide"});
   restore();
   // A non-finite weight.
-  edit_tensors(dir, [&](auto& t, auto& bytes) {
+  edit_tensors(dir / "skim.safetensors", [&](auto& t, auto& bytes) {
     if (t.name == learner + "3.up.bias") {
       const std::uint16_t inf = 0x7c00;  // F16 +inf
       std::memcpy(bytes.data() + 2 * 5, &inf, 2);
@@ -384,7 +365,7 @@ TEST_F(AcmDistilled, BadPackagesAreNamed) {
   expect_error(open, ErrorCode::format, {"skim.safetensors", learner + "3.up.bias", "not finite"});
   restore();
   // A learner stored in a dtype skim does not widen here.
-  edit_tensors(dir, [&](auto& t, auto& bytes) {
+  edit_tensors(dir / "skim.safetensors", [&](auto& t, auto& bytes) {
     if (t.name == learner + "1.up.weight") {
       t.dtype = skim::format::DType::bf16;
     }

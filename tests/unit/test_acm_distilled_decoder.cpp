@@ -18,10 +18,12 @@
 #include "engine/router.hpp"
 #include "format/safetensors.hpp"
 #include "format/safetensors_writer.hpp"
+#include "tensor_edit.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using skim::ErrorCode;
+using skim::testing::edit_tensors;
 using skim::testing::expect_error;
 
 namespace {
@@ -33,33 +35,6 @@ const std::string kJson = "stories260K.gguf.skim.json", kTensors = "stories260K.
 nlohmann::json read_json(const fs::path& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
-}
-
-// Rewrites the package's tensors through `edit` (tensor, bytes → keep?);
-// `add` tensors are appended.
-void edit_tensors(const fs::path& file,
-                  const std::function<bool(skim::format::TensorToWrite&, std::vector<std::byte>&)>& edit,
-                  std::vector<std::pair<skim::format::TensorToWrite, std::vector<std::byte>>> add = {}) {
-  std::vector<skim::format::TensorToWrite> tensors;
-  std::vector<std::vector<std::byte>> storage;
-  {
-    const auto store = skim::format::TensorStore::open_file(file);
-    const auto names = store.names();
-    storage.reserve(names.size() + add.size());
-    for (const auto& name : names) {
-      const auto* t = store.find(name);
-      auto& bytes = storage.emplace_back(t->bytes.begin(), t->bytes.end());
-      skim::format::TensorToWrite w{name, t->dtype, t->shape, {}};
-      if (!edit(w, bytes)) continue;
-      w.bytes = bytes;
-      tensors.push_back(std::move(w));
-    }
-    for (auto& [w, bytes] : add) {
-      w.bytes = storage.emplace_back(std::move(bytes));
-      tensors.push_back(w);
-    }
-  }
-  skim::format::write_safetensors(file, tensors, {{"format", "skim-package"}});
 }
 
 // A copy of stories260K.gguf with the distilled package beside it.
