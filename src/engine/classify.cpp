@@ -32,10 +32,7 @@ double dense_flops_for_length(const format::EncoderConfig& c, int n, bool head) 
 // The engine's MoD routing as its options ask (scorer, capacity override).
 // The first token always runs when a classifier reads it.
 execute::mod::TokenRouting token_routing(const Engine::Impl& engine) {
-  const auto scorer = engine.options.mod_router() == ModRouter::oracle   ? execute::mod::Scorer::oracle
-                      : engine.options.mod_router() == ModRouter::random ? execute::mod::Scorer::random
-                                                                         : execute::mod::Scorer::learned;
-  return execute::mod::TokenRouting(*engine.mod_routing, scorer, engine.options.mod_capacity(),
+  return execute::mod::TokenRouting(*engine.mod_routing, mod_scorer(engine.options), engine.options.mod_capacity(),
                                     engine.encoder->has_classifier());
 }
 

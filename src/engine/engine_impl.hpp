@@ -88,6 +88,16 @@ inline kernels::WeightPrecision packed_precision(const Options& options) {
   return kernels::WeightPrecision::f32;
 }
 
+// The token scorer Options::mod_router asks for.
+inline execute::mod::Scorer mod_scorer(const Options& options) {
+  switch (options.mod_router()) {
+    case ModRouter::oracle: return execute::mod::Scorer::oracle;
+    case ModRouter::random: return execute::mod::Scorer::random;
+    case ModRouter::learned: break;
+  }
+  return execute::mod::Scorer::learned;
+}
+
 // Opening (engine/open_*.cpp).
 void open_bert(Engine::Impl& impl, const std::filesystem::path& dir);
 void open_llama(Engine::Impl& impl, const std::filesystem::path& path);  // .gguf, .bin or HF dir

@@ -24,11 +24,10 @@ execute::FlopCount forward(const Engine::Impl& engine, std::span<const std::int3
                            execute::DecoderWorkspace& ws) {
   std::optional<execute::mod::TokenRouting> routing;
   if (engine.decoder_routing) {
+    // A native checkpoint routes with its learned routers only (open_llama refuses other scorers).
     const bool native = engine.decoder_routing->semantics == execute::mod::Semantics::native;
-    const auto scorer = native || engine.options.mod_router() == ModRouter::learned ? execute::mod::Scorer::learned
-                        : engine.options.mod_router() == ModRouter::oracle           ? execute::mod::Scorer::oracle
-                                                                                     : execute::mod::Scorer::random;
-    routing.emplace(*engine.decoder_routing, scorer, 0, false);
+    routing.emplace(*engine.decoder_routing, native ? execute::mod::Scorer::learned : mod_scorer(engine.options), 0,
+                    false);
   }
   return engine.decoder->forward(tokens, cache, ws,
                                  execute::Skipping{routing ? &*routing : nullptr,
