@@ -80,21 +80,20 @@ class EncoderTarget final : public AcmTarget {
 class DecoderTarget final : public AcmTarget {
  public:
   DecoderTarget(const Engine::Impl& engine, const format::TensorSource& weights, execute::DecoderNaming naming,
-                std::span<const std::string> texts, const execute::mod::Routing* mod, std::size_t sample_tokens)
-      : engine_(engine), weights_(weights), naming_(naming), decoder_(*engine.decoder), cache_(decoder_.make_cache()) {
+                std::span<const std::vector<std::int32_t>> sequences, const execute::mod::Routing* mod,
+                std::size_t sample_tokens)
+      : engine_(engine),
+        weights_(weights),
+        naming_(naming),
+        decoder_(*engine.decoder),
+        cache_(decoder_.make_cache()),
+        sequences_(sequences) {
     const auto& c = decoder_.config();
     activation = execute::acm::Activation::swiglu;
     layers = c.layers, hidden = c.dim, ffn = c.hidden_dim;
     classifier = true;
     check_on = "the spread of calibration texts (next-token logits of every token)";
-    for (std::size_t i = 0; i < texts.size(); ++i) {
-      auto ids = engine.sentencepiece->encode(texts[i], true, false);
-      if (ids.size() > static_cast<std::size_t>(c.context)) ids.resize(c.context);
-      if (ids.size() < 2)
-        throw Error(ErrorCode::invalid_argument, "calibration text " + std::to_string(i + 1) + " has no tokens");
-      tokens += ids.size();
-      sequences_.push_back(std::move(ids));
-    }
+    for (const auto& ids : sequences_) tokens += ids.size();
     const std::size_t stride = spread_stride(tokens, sample_tokens);
     for (std::size_t i = 0; i < sequences_.size(); i += stride) sample_.push_back(i);
     sample_texts = sample_.size();
@@ -163,7 +162,7 @@ class DecoderTarget final : public AcmTarget {
   execute::DecoderNaming naming_;
   const execute::LlamaDecoder& decoder_;
   execute::KvCache cache_;
-  std::vector<std::vector<std::int32_t>> sequences_;
+  std::span<const std::vector<std::int32_t>> sequences_;
   std::vector<std::size_t> sample_;
   std::optional<execute::mod::TokenRouting> routing_;
   std::optional<execute::DecoderWorkspace> ws_;
@@ -177,10 +176,24 @@ std::unique_ptr<AcmTarget> encoder_target(const Engine::Impl& engine, const form
   return std::make_unique<EncoderTarget>(engine, weights, texts, mod, sample_tokens);
 }
 
+std::vector<std::vector<std::int32_t>> decoder_sequences(const Engine::Impl& engine, std::span<const std::string> texts) {
+  const auto context = static_cast<std::size_t>(engine.llama_config.context);
+  std::vector<std::vector<std::int32_t>> sequences;
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    auto ids = engine.sentencepiece->encode(texts[i], true, false);
+    if (ids.size() > context) ids.resize(context);
+    if (ids.size() < 2)
+      throw Error(ErrorCode::invalid_argument, "calibration text " + std::to_string(i + 1) + " has no tokens");
+    sequences.push_back(std::move(ids));
+  }
+  return sequences;
+}
+
 std::unique_ptr<AcmTarget> decoder_target(const Engine::Impl& engine, const format::TensorSource& weights,
-                                          execute::DecoderNaming naming, std::span<const std::string> texts,
+                                          execute::DecoderNaming naming,
+                                          std::span<const std::vector<std::int32_t>> sequences,
                                           const execute::mod::Routing* mod, std::size_t sample_tokens) {
-  return std::make_unique<DecoderTarget>(engine, weights, naming, texts, mod, sample_tokens);
+  return std::make_unique<DecoderTarget>(engine, weights, naming, sequences, mod, sample_tokens);
 }
 
 }  // namespace skim::calibration

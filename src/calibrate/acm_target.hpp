@@ -43,11 +43,15 @@ class AcmTarget {
 std::unique_ptr<AcmTarget> encoder_target(const Engine::Impl& engine, const format::TensorSource& weights,
                                           std::span<const std::string> texts, const execute::mod::Routing* mod,
                                           std::size_t sample_tokens);
-// A decoder on the texts as documents (BOS first, cut at the context),
-// routed causally by `mod` if given; outputs are next-token logits, so the
-// check runs on the spread too.
+// A decoder's calibration documents as token sequences: BOS first, cut at
+// the context. Throws skim::Error naming a document with no tokens.
+std::vector<std::vector<std::int32_t>> decoder_sequences(const Engine::Impl& engine, std::span<const std::string> texts);
+// A decoder on `sequences` (decoder_sequences; they must outlive the
+// target), routed causally by `mod` if given; outputs are next-token logits,
+// so the check runs on the spread too.
 std::unique_ptr<AcmTarget> decoder_target(const Engine::Impl& engine, const format::TensorSource& weights,
-                                          execute::DecoderNaming naming, std::span<const std::string> texts,
+                                          execute::DecoderNaming naming,
+                                          std::span<const std::vector<std::int32_t>> sequences,
                                           const execute::mod::Routing* mod, std::size_t sample_tokens);
 
 }  // namespace skim::calibration

@@ -338,14 +338,9 @@ CalibrationReport calibrate_text(const fs::path& model, std::span<const std::str
   package.model_hash = model_content_hash(model);
   const DecoderWeights weights = open_decoder_weights(model);
 
+  const auto sequences = calibration::decoder_sequences(impl, documents);
   if (options.fits_mod()) {
     const auto start = Clock::now();
-    std::vector<std::vector<std::int32_t>> sequences;
-    for (const auto& d : documents) {
-      auto ids = impl.sentencepiece->encode(d, true, false);
-      if (ids.size() > static_cast<std::size_t>(impl.llama_config.context)) ids.resize(impl.llama_config.context);
-      sequences.push_back(std::move(ids));
-    }
     package.mod = calibration::fit_decoder_routers(*impl.decoder, sequences, options.mod_layers(),
                                                    options.mod_capacity(), package.mod_fit);
     for (const auto& b : package.mod->blocks) {
@@ -353,9 +348,9 @@ CalibrationReport calibrate_text(const fs::path& model, std::span<const std::str
       report.mod_capacities.push_back(b.capacity);
     }
     // What the routers do on a spread of the documents, against the dense model.
-    const auto dense = calibration::decoder_target(impl, *weights.source, weights.naming, documents, nullptr,
+    const auto dense = calibration::decoder_target(impl, *weights.source, weights.naming, sequences, nullptr,
                                                    calibration::kAcmSensitivityTokens);
-    const auto routed = calibration::decoder_target(impl, *weights.source, weights.naming, documents, &*package.mod,
+    const auto routed = calibration::decoder_target(impl, *weights.source, weights.naming, sequences, &*package.mod,
                                                     calibration::kAcmSensitivityTokens);
     const auto reference = dense->run(nullptr, true), outputs = routed->run(nullptr, true);
     report.mod_flops_share = outputs.flops.executed / std::max(reference.flops.dense, 1.0);
@@ -367,7 +362,7 @@ CalibrationReport calibrate_text(const fs::path& model, std::span<const std::str
     package.mod_fit["checked_on"] = dense->check_on;
   }
   if (options.fits_acm()) {
-    const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, documents,
+    const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, sequences,
                                                     package.mod ? &*package.mod : nullptr,
                                                     calibration::kAcmSensitivityTokens);
     fit_acm_into(*target, impl, options, package, report);
