@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <numbers>
 #include <sstream>
 
 #include "skim/error.hpp"
@@ -71,12 +72,40 @@ bool shadow_selected(std::string_view request_id, double rate) noexcept {
 
 // ---- EProcess ----------------------------------------------------------------
 
-EProcess::EProcess(double epsilon, double shadow_rate, double alpha, std::size_t bets)
-    : epsilon_(epsilon), shadow_rate_(shadow_rate), alpha_(alpha) {
+namespace {
+
+constexpr double log_zero = -std::numeric_limits<double>::infinity();
+
+// log(e^a + e^b), exact for either being log 0.
+double log_add_exp(double a, double b) noexcept {
+  if (a < b) std::swap(a, b);
+  if (b == log_zero) return a;
+  return a + std::log1p(std::exp(b - a));
+}
+
+// log F(m) = log(ln 2 / ln(m + 2)): the weight of the starts at blocks m, m + 1, ….
+double log_start_tail(std::size_t block) noexcept {
+  return std::log(std::numbers::ln2) - std::log(std::log(static_cast<double>(block) + 2));
+}
+
+}  // namespace
+
+double EProcess::log_start_weight(std::size_t block) noexcept {
+  // v_m = F(m) − F(m+1) = ln 2 · ln(1 + 1/(m+2)) / (ln(m+2) ln(m+3)), without
+  // the cancellation of the difference for large m.
+  const double m = static_cast<double>(block);
+  return std::log(std::numbers::ln2) + std::log(std::log1p(1 / (m + 2))) - std::log(std::log(m + 2)) -
+         std::log(std::log(m + 3));
+}
+
+EProcess::EProcess(double epsilon, double shadow_rate, double alpha, std::size_t bets, std::size_t block_size)
+    : epsilon_(epsilon), shadow_rate_(shadow_rate), alpha_(alpha), block_size_(block_size) {
   require(epsilon > 0 && epsilon < 1, "EProcess: epsilon must be in (0, 1), got " + number(epsilon));
   require(shadow_rate > 0 && shadow_rate <= 1, "EProcess: shadow rate must be in (0, 1], got " + number(shadow_rate));
   require(alpha > 0 && alpha < 1, "EProcess: alpha must be in (0, 1), got " + number(alpha));
   require(bets > 0, "EProcess: needs at least one bet");
+  require(block_size > 0, "EProcess: block size must be at least 1");
+  log_threshold_ = -std::log(alpha);
   // X takes two values, 0 and 1/π, so each bet's log step is precomputed.
   const double hit = 1 / shadow_rate;
   for (std::size_t k = 0; k < bets; ++k) {
@@ -85,26 +114,55 @@ EProcess::EProcess(double epsilon, double shadow_rate, double alpha, std::size_t
     log_step_miss_.push_back(std::log1p(-w * epsilon));
     log_step_hit_.push_back(std::log1p(w * (hit - epsilon)));
   }
-  log_wealth_.assign(bets, 0.0);
+  reset();
+}
+
+void EProcess::settle_misses() noexcept {
+  if (unsettled_misses_ == 0) return;
+  const auto misses = static_cast<double>(unsettled_misses_);
+  for (std::size_t k = 0; k < log_wealth_.size(); ++k) log_wealth_[k] += misses * log_step_miss_[k];
+  unsettled_misses_ = 0;
+}
+
+void EProcess::place_start() noexcept {
+  settle_misses();
+  const double log_weight = log_start_weight(next_block_);
+  for (double& log_wealth : log_wealth_) log_wealth = log_add_exp(log_wealth, log_weight);
+  ++next_block_;
+  log_reserve_ = log_start_tail(next_block_);
+  // Saturates for a block size past any stream: no further starts.
+  constexpr std::size_t never = std::numeric_limits<std::size_t>::max();
+  next_start_ = next_block_ > never / block_size_ ? never : next_block_ * block_size_;
 }
 
 void EProcess::observe(bool shadowed, bool disagree) noexcept {
+  if (count_ == next_start_) place_start();
   ++count_;
   const bool hit = shadowed && disagree;
   shadowed_ += shadowed ? 1 : 0;
   disagreements_ += hit ? 1 : 0;
-  const std::vector<double>& step = hit ? log_step_hit_ : log_step_miss_;
-  for (std::size_t k = 0; k < log_wealth_.size(); ++k) log_wealth_[k] += step[k];
-  // Every wealth shrinks when X = 0, so only a hit can cross 1/α.
-  if (hit && !alarmed_ && log_value() >= std::log(1 / alpha_)) alarmed_ = true;
+  // X = 0 shrinks every wealth, and a start only moves weight from the
+  // reserve into them, so M_t falls: only a hit can cross 1/α. The bets
+  // catch up on the misses at the next start or hit.
+  if (!hit) {
+    ++unsettled_misses_;
+    return;
+  }
+  settle_misses();
+  for (std::size_t k = 0; k < log_wealth_.size(); ++k) log_wealth_[k] += log_step_hit_[k];
+  if (!alarmed_ && log_value() >= log_threshold_) alarmed_ = true;
 }
 
 double EProcess::log_value() const noexcept {
-  // log of the mean of exp(log_wealth): log-sum-exp around the largest term.
-  const double top = *std::max_element(log_wealth_.begin(), log_wealth_.end());
+  // log(reserve + mean of exp(log S)): log-sum-exp around the largest term.
+  const auto misses = static_cast<double>(unsettled_misses_);
+  const auto settled = [&](std::size_t k) { return log_wealth_[k] + misses * log_step_miss_[k]; };
+  double top = log_zero;
+  for (std::size_t k = 0; k < log_wealth_.size(); ++k) top = std::max(top, settled(k));
+  if (top == log_zero) return log_reserve_;  // no start placed yet
   double sum = 0;
-  for (const double value : log_wealth_) sum += std::exp(value - top);
-  return top + std::log(sum / static_cast<double>(log_wealth_.size()));
+  for (std::size_t k = 0; k < log_wealth_.size(); ++k) sum += std::exp(settled(k) - top);
+  return log_add_exp(top + std::log(sum / static_cast<double>(log_wealth_.size())), log_reserve_);
 }
 
 double EProcess::disagreement_rate() const noexcept {
@@ -116,7 +174,9 @@ double EProcess::disagreement_upper_bound() const {
 }
 
 void EProcess::reset() noexcept {
-  std::fill(log_wealth_.begin(), log_wealth_.end(), 0.0);
+  log_wealth_.assign(bets_.size(), log_zero);  // S_0 = 0: all the weight still in reserve
+  unsettled_misses_ = next_block_ = next_start_ = 0;
+  log_reserve_ = 0;  // F(0) = 1: M_0 = 1
   count_ = shadowed_ = disagreements_ = 0;
   alarmed_ = false;
 }
