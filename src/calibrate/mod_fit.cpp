@@ -81,9 +81,27 @@ void accumulate(Normal& normal, const float* before, const float* change, int fi
   normal.add(x, y);
 }
 
-}  // namespace
+// Mean capacity of the eligible blocks at these levels (level 0: whole).
+double mean_capacity(const std::vector<int>& levels) {
+  double sum = 0;
+  for (int v : levels) sum += kLevels[v];
+  return levels.empty() ? 1 : sum / static_cast<double>(levels.size());
+}
 
-namespace {
+// Per eligible block: its chosen capacity and what each level cost alone.
+nlohmann::json allocation_report(const std::vector<int>& eligible, const std::vector<int>& levels,
+                                 const std::vector<std::vector<double>>& cost,
+                                 const std::vector<std::vector<double>>& saved, double dense_flops) {
+  nlohmann::json allocation = nlohmann::json::array();
+  for (std::size_t e = 0; e < eligible.size(); ++e) {
+    nlohmann::json sensitivity = nlohmann::json::array();
+    for (int v = 0; v < kLevelCount; ++v)
+      sensitivity.push_back({{"capacity", kLevels[v]}, {"output_change", cost[e][v]},
+                             {"flops_saved_share", saved[e][v] / dense_flops}});
+    allocation.push_back({{"layer", eligible[e]}, {"capacity", kLevels[levels[e]]}, {"sensitivity", sensitivity}});
+  }
+  return allocation;
+}
 
 }  // namespace
 
@@ -163,17 +181,12 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   // 4. Greedy allocation: lower, one step at a time, the block whose next
   // step costs least output change per FLOP saved, until the target holds.
   std::vector<int> level(E, 0);
-  auto mean_capacity = [&] {
-    double sum = 0;
-    for (std::size_t e = 0; e < E; ++e) sum += kLevels[level[e]];
-    return sum / E;
-  };
   auto predicted_share = [&] {
     double s = dense.flops.executed;
     for (std::size_t e = 0; e < E; ++e) s -= saved[e][level[e]];
     return s / dense.flops.dense;
   };
-  while (by_capacity ? mean_capacity() > target + 1e-9 : predicted_share() > target)
+  while (by_capacity ? mean_capacity(level) > target + 1e-9 : predicted_share() > target)
     if (lower_cheapest(cost, saved, level) == E) break;  // every block at the lowest capacity
   for (std::size_t e = 0; e < E; ++e) {
     if (level[e] == 0) continue;  // left dense: not routed
@@ -187,27 +200,19 @@ ModFit fit_mod_routers(const Engine::Impl& engine, std::span<const std::string> 
   const ModelOutputs routed = run_packed(engine, sample_batches, {&routing, nullptr}, ws);
   fit.flops_share = routed.flops.executed / dense.flops.dense;
   fit.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  nlohmann::json allocation = nlohmann::json::array();
-  for (std::size_t e = 0; e < E; ++e) {
-    nlohmann::json levels = nlohmann::json::array();
-    for (int v = 0; v < kLevelCount; ++v)
-      levels.push_back({{"capacity", kLevels[v]}, {"output_change", cost[e][v]},
-                        {"flops_saved_share", saved[e][v] / dense.flops.dense}});
-    allocation.push_back({{"layer", fit.eligible[e]}, {"capacity", kLevels[level[e]]}, {"sensitivity", levels}});
-  }
   fit.report = {{"target", by_capacity ? "capacity" : "flops_share"},
                 {"target_value", target},
                 {"eligible_layers", fit.eligible},
                 {"texts", texts.size()},
                 {"tokens", packed.tokens},
                 {"blocks", blocks},
-                {"allocation", allocation},
+                {"allocation", allocation_report(fit.eligible, level, cost, saved, dense.flops.dense)},
                 {"sensitivity_texts", sample.size()},
                 {"output_change", output_change(dense, routed, classifier)},
                 {"output_change_measure", classifier ? "mean KL(dense || routed) of the classifier" : "mean squared relative change"},
                 {"argmax_agreement", classifier ? argmax_agreement(dense, routed) : 1.0},
                 {"flops_share", fit.flops_share},
-                {"mean_capacity", mean_capacity()},
+                {"mean_capacity", mean_capacity(level)},
                 {"seconds", fit.seconds}};
   if (progress) progress("measuring block sensitivity", E * (kLevelCount - 1), E * (kLevelCount - 1));
   return fit;
@@ -219,7 +224,8 @@ namespace skim::calibration {
 
 execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
                                           std::span<const std::vector<std::int32_t>> sequences,
-                                          const std::vector<int>& layers, double capacity, nlohmann::json& report) {
+                                          const std::vector<int>& layers, double capacity, nlohmann::json& report,
+                                          const RoutedRun& measure) {
   if (!(capacity > 0 && capacity <= 1))
     throw Error(ErrorCode::invalid_argument, "MoD capacity " + std::to_string(capacity) + " is outside (0, 1]");
   const int H = decoder.config().dim, L = decoder.config().layers;
@@ -272,13 +278,48 @@ execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
   routing.blocks = solve_routers(fitting, held_out, eligible, H, blocks);
   std::vector<std::vector<float>> scores(L);
   pass(&routing, scores);
-  for (auto& b : routing.blocks) {
-    b.capacity = capacity;
-    b.threshold = quantile(scores[b.layer], 1 - capacity);
-    b.oracle_threshold = quantile(contributions[b.layer], 1 - capacity);
-  }
+  // The causal thresholds: the (1 − c) quantiles of the calibration tokens'
+  // learned scores and true contributions.
+  auto at_capacity = [&](BlockRouter b, double c) {
+    b.capacity = c;
+    b.threshold = quantile(scores[b.layer], 1 - c);
+    b.oracle_threshold = quantile(contributions[b.layer], 1 - c);
+    return b;
+  };
   report = {{"tokens", tokens}, {"blocks", blocks}, {"capacity", capacity}};
-  return routing;
+  if (!measure) {
+    for (auto& b : routing.blocks) b = at_capacity(b, capacity);
+    return routing;
+  }
+
+  // Greedy allocation, as for encoders: each block alone at each level, its
+  // output change (KL of the next-token distributions) per FLOP saved.
+  const ModelOutputs dense = measure(nullptr);
+  const std::size_t E = eligible.size();
+  std::vector<std::vector<double>> cost(E, std::vector<double>(kLevelCount, 0.0)),
+      saved(E, std::vector<double>(kLevelCount, 0.0));
+  for (std::size_t e = 0; e < E; ++e)
+    for (int v = 1; v < kLevelCount; ++v) {
+      execute::mod::Routing alone;
+      alone.blocks.push_back(at_capacity(routing.blocks[e], kLevels[v]));
+      const ModelOutputs routed = measure(&alone);
+      cost[e][v] = output_change(dense, routed, true);
+      saved[e][v] = dense.flops.executed - routed.flops.executed;
+    }
+  std::vector<int> level(E, 0);
+  while (mean_capacity(level) > capacity + 1e-9)
+    if (lower_cheapest(cost, saved, level) == E) break;
+  execute::mod::Routing allocated;
+  for (std::size_t e = 0; e < E; ++e)
+    if (level[e] > 0) allocated.blocks.push_back(at_capacity(routing.blocks[e], kLevels[level[e]]));
+
+  const ModelOutputs routed = measure(&allocated);
+  report["allocation"] = allocation_report(eligible, level, cost, saved, dense.flops.dense);
+  report["mean_capacity"] = mean_capacity(level);
+  report["flops_share"] = routed.flops.executed / std::max(dense.flops.dense, 1.0);
+  report["output_change"] = output_change(dense, routed, true);
+  report["argmax_agreement"] = argmax_agreement(dense, routed);
+  return allocated;
 }
 
 }  // namespace skim::calibration

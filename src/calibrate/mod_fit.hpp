@@ -4,6 +4,7 @@
 // contribution ‖f(x)‖/‖x‖ per token, fit r = w·norm(x) + b to its log by
 // ridge regression, then give capacity to the blocks whose routing the
 // model's output feels least, per FLOP saved.
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -34,15 +35,22 @@ struct ModFit {
   double seconds = 0;
 };
 
-// Decoders (first slice: fitted and measured by bench/mod/decoder_eval.cpp,
-// not yet written into a package): routers for `layers` fitted the same way
-// on token sequences (each starting from BOS), every block at `capacity`
-// (`layers` as ModFitOptions::layers: empty means the default rule),
-// with the causal thresholds at the (1 − capacity) quantile of the
-// calibration tokens' learned scores and true contributions.
+// A decoder's outputs on a fixed sample of its calibration tokens with this
+// token routing (nullptr: dense).
+using RoutedRun = std::function<ModelOutputs(const execute::mod::Routing*)>;
+
+// Decoders: routers for `layers` (as ModFitOptions::layers: empty means the
+// default rule) fitted the same way on token sequences (each starting from
+// BOS), with causal thresholds at the (1 − c) quantile of the calibration
+// tokens' learned scores and true contributions for a block at capacity c.
+// Without `measure` every block gets `capacity`; with it, `capacity` is the
+// mean over the eligible blocks and is allocated greedily by the output
+// change `measure` shows per FLOP saved, as for encoders (blocks left whole
+// are not routed; the report gains the allocation and what it does).
 execute::mod::Routing fit_decoder_routers(const execute::LlamaDecoder& decoder,
                                           std::span<const std::vector<std::int32_t>> sequences,
-                                          const std::vector<int>& layers, double capacity, nlohmann::json& report);
+                                          const std::vector<int>& layers, double capacity, nlohmann::json& report,
+                                          const RoutedRun& measure = {});
 
 // Throws skim::Error for a target outside (0, 1], a layer outside the model,
 // no eligible layer, or too few tokens to fit (saying how many are needed).
