@@ -17,8 +17,10 @@ The model's labels are random, so only cost is read here, not quality.
   ffn share   = transformer_ffn_flops / transformer_dense_ffn_flops (ACM)
   wall share  = median seconds (MoD on) / median seconds (MoD off)
 Each setting is timed --repeats times, alternating off and on; medians, with min-max.
+The JSON is drawn beside it as an SVG (wall share against FLOPs share);
+--plot-only JSON redraws an earlier run's.
 
-Usage: bench/mod/wall_time.py [--method mod|acm] [--build build] [--budgets 0.75,0.5,0.25]
+Usage: bench/mod/wall_time.py [--method mod|acm] [--acm-refit] [--build build] [--budgets 0.75,0.5,0.25]
            [--repeats 3] [--threads 2] [--model DIR] [--out bench/<method>/bert_base_wall_time.json]
 """
 
@@ -33,6 +35,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+from plot_svg import line_chart  # noqa: E402
 STORIES = "/work/shared/data/tinystories/tinystories_valid_first1000.txt"
 
 
@@ -53,6 +57,19 @@ def run(cmd):
     return p.stdout
 
 
+def plot(results, svg_path):
+    """Wall-time share against executed FLOPs share, with the line where they are equal."""
+    acm = results.get("method", "mod") == "acm"  # runs before --method existed were MoD
+    name = "ACM%s" % (" (refit)" if results.get("acm_refit") else "") if acm else "MoD (learned routers)"
+    points = [[p["flops_share"], p["wall_share"]] for p in results["points"]]  # both of the whole transformer
+    series = [{"name": name, "points": points},
+              {"name": "wall = FLOPs", "points": [[0, 0], [1, 1]], "color": "#7f7f7f", "dash": "4,2", "marker": "plus"}]
+    line_chart([{"x_label": "executed FLOPs share (transformer)",
+                 "y_label": "wall-time share (median)", "x_range": [0, 1.05], "y_range": [0, 1.05],
+                 "series": series, "ref_points": [{"name": "dense", "x": 1.0, "y": 1.0}]}],
+               "%s, random BERT-base: wall vs FLOPs" % name.split(" (")[0], svg_path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build")
@@ -64,8 +81,13 @@ def main():
     ap.add_argument("--calib-texts", type=int, default=48)
     ap.add_argument("--eval-texts", type=int, default=32)
     ap.add_argument("--method", default="mod", choices=["mod", "acm"])
+    ap.add_argument("--acm-refit", action="store_true", help="ACM: skim-calibrate --acm-refit (least-squares prefixes)")
     ap.add_argument("--out", help="default bench/<method>/bert_base_wall_time.json")
+    ap.add_argument("--plot-only", metavar="JSON", help="redraw the SVG of an earlier run's JSON, and stop")
     a = ap.parse_args()
+    if a.plot_only:
+        plot(json.load(open(a.plot_only)), os.path.splitext(a.plot_only)[0] + ".svg")
+        return
     out_path = a.out or os.path.join(REPO, "bench", a.method, "bert_base_wall_time.json")
     acm = a.method == "acm"
     calibrate = os.path.join(a.build, "examples/skim-calibrate/skim-calibrate")
@@ -81,7 +103,7 @@ def main():
         with open(os.path.join(work, name), "w", encoding="utf-8") as f:
             for t in rows:
                 f.write(f"{t}\tneutral\n")
-    results = {"command": " ".join(sys.argv), "method": a.method,
+    results = {"command": " ".join(sys.argv), "method": a.method, "acm_refit": a.acm_refit,
                "texts": {"calib": len(calib), "eval": len(evaluation), "words": a.words},
                "threads": a.threads, "points": []}
     print(f"{'budget':>7} {'layers':>28} {'flops':>7} {'ffn':>7} {'wall':>7}  off s (min-max)     on s (min-max)     calib s")
@@ -94,7 +116,8 @@ def main():
                 if not name.startswith("skim.") and name != "reference.json":
                     os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(model, name))
             out = run([calibrate, "--model", model, "--calib", os.path.join(work, "calib.tsv"),
-                       "--acm-budget" if acm else "--mod-capacity", budget, "--threads", a.threads])
+                       "--acm-budget" if acm else "--mod-capacity", budget, "--threads", a.threads] +
+                      (["--acm-refit"] if acm and a.acm_refit else []))
             calib_seconds = json.load(open(os.path.join(model, "skim.json")))[a.method]["fit"]["seconds"]
         off, on, flops, ffn = [], [], None, None
         for _ in range(a.repeats):
@@ -121,8 +144,9 @@ def main():
               f"{statistics.median(on):6.2f} ({min(on):.2f}-{max(on):.2f})  {calib_seconds:6.1f}", flush=True)
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)
+    plot(results, os.path.splitext(out_path)[0] + ".svg")
     shutil.rmtree(work)
-    print(f"wrote {out_path}")
+    print(f"wrote {out_path} and its .svg")
 
 
 if __name__ == "__main__":
