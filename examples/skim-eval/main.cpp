@@ -162,7 +162,8 @@ int main(int argc, char** argv) {
                                   {"transformer_ffn_flops", p.cost.ffn_flops},
                                   {"transformer_dense_ffn_flops", p.cost.dense_ffn_flops},
                                   {"seconds", p.cost.seconds},
-                                  {"mod", blocks.empty() ? nlohmann::json(nullptr) : nlohmann::json{{"layers", blocks}}},
+                                  {"mod", blocks.empty() ? nlohmann::json(nullptr)
+                                                         : nlohmann::json{{"router", mod_router}, {"layers", blocks}}},
                                   {"acm", acm_json(engine->info(), acm_gate)}};
       std::cout << out.dump(1) << "\n";
       return 0;
