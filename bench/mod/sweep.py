@@ -92,8 +92,9 @@ METHODS = {
     "mod": {"calibrate": _mod_calibrate, "router_args": lambda r: ["--mod-router", r], "off": ["--mod", "off"],
             "routers": "learned,oracle,random", "untimed": {"oracle"}, "package": "mod",
             "budgets": "0.875,0.75,0.625,0.5,0.375,0.25", "layer_sets": "default;1,2,3",
-            "variant_name": lambda v, pkg: "layers " + (v if v != "default" else "%s (default)" % ",".join(
-                str(l["layer"]) for l in (pkg or {}).get("layers", [])) if pkg else "default"),
+            # The routed blocks may differ by budget (greedy allocation), so the
+            # series is named by the eligible set asked for.
+            "variant_name": lambda v, pkg: "layers " + v if v != "default" else "default layers",
             "flops": ("transformer_flops", "transformer_dense_flops"), "x_label": "executed FLOPs share (transformer)",
             "calibrate_once": False},
     # The gates are fitted once per learner count: the package's budget grid
@@ -143,11 +144,11 @@ TASKS = {
     "stories-mod": {"prepare": _stories_prepare, "quality": ["perplexity"], "primary": "perplexity",
                     "higher_is_better": False, "method": "mod",
                     "ref_line": lambda dense: (dense * 1.03, "dense + 3%"),
-                    "title": "Mixture-of-Depths (post-hoc) on stories260K (TinyStories validation 500–999)"},
+                    "title": "Post-hoc MoD, stories260K (TinyStories val)"},
     "stories-acm": {"prepare": _stories_prepare, "quality": ["perplexity"], "primary": "perplexity",
                     "higher_is_better": False, "method": "acm",
                     "ref_line": lambda dense: (dense * 1.03, "dense + 3%"),
-                    "title": "Adaptive Computation Modules on stories260K (TinyStories validation 500–999)"},
+                    "title": "ACM, stories260K (TinyStories val)"},
 }
 
 
