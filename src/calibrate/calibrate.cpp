@@ -132,7 +132,7 @@ std::vector<std::string> read_lines(const fs::path& file) {
 CalibrationReport write_and_report(const fs::path& model, const CalibrateOptions& options,
                                    const RouterPackage& package, CalibrationReport report) {
   const PackageFiles files = package_files(model, options.out());
-  fs::create_directories(files.json.parent_path());
+  if (!files.json.parent_path().empty()) fs::create_directories(files.json.parent_path());  // "model.gguf": here
   write_package(files, package);
   report.certificate = package.certificate;
   report.skim_json = files.json;

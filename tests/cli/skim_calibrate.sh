@@ -117,6 +117,14 @@ assert acm["transformer_ffn_flops"] < 0.8 * acm["transformer_dense_ffn_flops"], 
 assert acm["perplexity"] > dense["perplexity"], (acm["perplexity"], dense["perplexity"])
 PY
 check "perplexity with ACM reports FFN FLOPs against dense" test $? -eq 0
+# A model file named relative to the working directory; MoD routers with
+# capacity allocated across blocks.
+mkdir "$tmp/here" && cp "$data/models/stories260K/stories260K.gguf" "$tmp/here/"
+(cd "$tmp/here" && "$(realpath "$calibrate")" --model stories260K.gguf --text "$(realpath "$data")/tinystories/valid_first100.txt" \
+  --mod-capacity 0.75 --threads 2 >"$tmp/out" 2>"$tmp/err")
+check "calibrate --text, model in the working directory, exit 0" test $? -eq 0
+check "calibrate --text, model in the working directory, package beside it" test -s "$tmp/here/stories260K.gguf.skim.json"
+check "calibrate --text MoD summary" grep -qE '^mod: [0-9]+ routed blocks' "$tmp/out"
 "$calibrate" --model "$tmp/stories260K.gguf" --text "$data/tinystories/valid_first100.txt" >"$tmp/out" 2>"$tmp/err"
 check "calibrate --text without a target exit 2" test $? -eq 2
 check "calibrate --text without a target named" grep -q -- '--text needs --mod-capacity or --acm-budget' "$tmp/err"
