@@ -20,7 +20,7 @@ Each setting is timed --repeats times, alternating off and on; medians, with min
 The JSON is drawn beside it as an SVG (wall share against FLOPs share);
 --plot-only JSON redraws an earlier run's.
 
-Usage: bench/mod/wall_time.py [--method mod|acm] [--acm-refit] [--build build] [--budgets 0.75,0.5,0.25]
+Usage: bench/mod/wall_time.py [--method mod|acm] [--acm-refit] [--build build] [--work DIR] [--budgets 0.75,0.5,0.25]
            [--repeats 3] [--threads 2] [--model DIR] [--out bench/<method>/bert_base_wall_time.json]
 """
 
@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--method", default="mod", choices=["mod", "acm"])
     ap.add_argument("--acm-refit", action="store_true", help="ACM: skim-calibrate --acm-refit (least-squares prefixes)")
     ap.add_argument("--out", help="default bench/<method>/bert_base_wall_time.json")
+    ap.add_argument("--work", help="scratch directory, kept; a model calibrated there by an earlier run with the "
+                    "same settings is reused (calibrating BERT-base with --acm-refit takes ~20 min)")
     ap.add_argument("--plot-only", metavar="JSON", help="redraw the SVG of an earlier run's JSON, and stop")
     a = ap.parse_args()
     if a.plot_only:
@@ -92,7 +94,8 @@ def main():
     acm = a.method == "acm"
     calibrate = os.path.join(a.build, "examples/skim-calibrate/skim-calibrate")
     evaluate = os.path.join(a.build, "examples/skim-eval/skim-eval")
-    work = tempfile.mkdtemp(prefix="skim-mod-wall-")
+    work = a.work or tempfile.mkdtemp(prefix="skim-mod-wall-")
+    os.makedirs(work, exist_ok=True)
     source = a.model
     if not source:
         source = os.path.join(work, "source")
@@ -111,13 +114,16 @@ def main():
     for budget in a.budgets.split(","):
         if model is None or not acm:
             model = os.path.join(work, f"model-{budget}")
-            os.makedirs(model)
-            for name in os.listdir(source):
-                if not name.startswith("skim.") and name != "reference.json":
-                    os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(model, name))
-            out = run([calibrate, "--model", model, "--calib", os.path.join(work, "calib.tsv"),
-                       "--acm-budget" if acm else "--mod-capacity", budget, "--threads", a.threads] +
-                      (["--acm-refit"] if acm and a.acm_refit else []))
+            out = "(calibrated by an earlier run in --work)"
+            if not os.path.exists(os.path.join(model, "skim.json")):
+                os.makedirs(model, exist_ok=True)
+                for name in os.listdir(source):
+                    if not name.startswith("skim.") and name != "reference.json" and \
+                            not os.path.exists(os.path.join(model, name)):
+                        os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(model, name))
+                out = run([calibrate, "--model", model, "--calib", os.path.join(work, "calib.tsv"),
+                           "--acm-budget" if acm else "--mod-capacity", budget, "--threads", a.threads] +
+                          (["--acm-refit"] if acm and a.acm_refit else []))
             calib_seconds = json.load(open(os.path.join(model, "skim.json")))[a.method]["fit"]["seconds"]
         off, on, flops, ffn = [], [], None, None
         for _ in range(a.repeats):
@@ -145,7 +151,8 @@ def main():
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)
     plot(results, os.path.splitext(out_path)[0] + ".svg")
-    shutil.rmtree(work)
+    if not a.work:
+        shutil.rmtree(work)
     print(f"wrote {out_path} and its .svg")
 
 
