@@ -5,8 +5,8 @@
 // BM_RouterOverhead runs each utterance with the router on and off and
 // reports on/off as "ratio": both halves see the same load on a shared
 // machine. BM_RouterClassify/1 and /0 are the two alone; /2 is a cache hit
-// (the router answers). The rest time one stage each, as classify runs it;
-// BM_RouterProposer/cold:1 as it runs there, its tables evicted.
+// (the router answers). The rest time one stage each, as classify runs it,
+// warm and cold (after a transformer call, as in classify).
 // Model: SKIM_BENCH_ROUTER_MODEL (default examples/models/clinc150-bert).
 // Texts: SKIM_BENCH_ROUTER_DATA, CLINC150's data_full.json (every 18th test
 // utterance, out-of-scope included: 306 of 5500) or a text<TAB>label file
@@ -75,9 +75,17 @@ void require_all_ran_the_transformer(benchmark::State& state, const skim::Engine
     state.SkipWithError("the gate recalibrated and answered requests itself; shorten the run");
 }
 
-// One classify call per iteration, cycling through the utterances. Every
-// pass starts on an empty cache, so each call misses it as a first sight
-// would, except for /2, which warms it once: every call is then a hit.
+// Between passes over the utterances, untimed: each call then misses the
+// cache, as a first sight does.
+void clear_cache(benchmark::State& state, const skim::Router& router) {
+  state.PauseTiming();
+  router.cache().clear();
+  state.ResumeTiming();
+}
+
+// One classify call per iteration, cycling through the utterances, on an
+// empty cache every pass, except for /2, which warms it once: every call is
+// then a hit.
 // range(0): 1 router on, 0 off, 2 on and warm.
 void BM_RouterClassify(benchmark::State& state) {
   const int mode = static_cast<int>(state.range(0));
@@ -91,11 +99,7 @@ void BM_RouterClassify(benchmark::State& state) {
   for (auto _ : state) {
     if (next == texts.size()) {
       next = 0;
-      if (mode == 1) {
-        state.PauseTiming();
-        router->cache().clear();
-        state.ResumeTiming();
-      }
+      if (mode == 1) clear_cache(state, *router);
     }
     benchmark::DoNotOptimize(engine->classify(texts[next++]));
   }
@@ -126,9 +130,7 @@ void BM_RouterOverhead(benchmark::State& state) {
   for (auto _ : state) {
     if (next == texts.size()) {
       next = 0, ++pass;
-      state.PauseTiming();
-      router->cache().clear();
-      state.ResumeTiming();
+      clear_cache(state, *router);
     }
     const std::string& text = texts[next];
     double on, off;
@@ -176,40 +178,56 @@ struct RouterFixture {
   }
 };
 
-void BM_RouterNormalize(benchmark::State& state) {
+// Runs stage(i) on utterance i, one per iteration, timing it alone by hand;
+// prepare(i) runs first, untimed. cold:1 also runs the transformer on the
+// utterance first, untimed, as classify does between one request's stages and
+// the next's: its weights push the stage's code and data out of the caches,
+// and that is where the router pays (the proposer ~3x its warm time).
+template <typename Prepare, typename Stage>
+void time_stage(benchmark::State& state, Prepare&& prepare, Stage&& stage) {
+  using Clock = std::chrono::steady_clock;
+  auto& f = RouterFixture::get();
+  const bool cold = state.range(0) == 1;
   const auto& texts = utterances();
   std::size_t next = 0;
   for (auto _ : state) {
     if (next == texts.size()) next = 0;
-    benchmark::DoNotOptimize(skim::propose::normalize_for_match(texts[next++]));
+    prepare(next);
+    if (cold) benchmark::DoNotOptimize(f.plain->classify(texts[next]));
+    const auto start = Clock::now();
+    stage(next++);
+    state.SetIterationTime(std::chrono::duration<double>(Clock::now() - start).count());
   }
 }
-BENCHMARK(BM_RouterNormalize)->Unit(benchmark::kMicrosecond);
+const auto nothing_to_prepare = [](std::size_t) {};
 
-// The n-gram proposer's predict and score. range(0) = 1: cold, as inside
-// classify, where the transformer's weights (run here, untimed, before each
-// call) have pushed its tables out of the caches.
+void warm(benchmark::internal::Benchmark* b) {
+  b->ArgName("cold")->Arg(0)->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+// A fixed count: the untimed transformer calls would otherwise take minutes.
+void cold(benchmark::internal::Benchmark* b) {
+  b->ArgName("cold")->Arg(1)->Iterations(1000)->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+void BM_RouterNormalize(benchmark::State& state) {
+  const auto& texts = utterances();
+  time_stage(state, nothing_to_prepare,
+             [&](std::size_t i) { benchmark::DoNotOptimize(skim::propose::normalize_for_match(texts[i])); });
+}
+BENCHMARK(BM_RouterNormalize)->Apply(warm);
+BENCHMARK(BM_RouterNormalize)->Apply(cold);
+
+// The n-gram proposer's predict and score, on the normalized text as classify calls it.
 void BM_RouterProposer(benchmark::State& state) {
   auto& f = RouterFixture::get();
   if (!uncertified_router(state, *f.engine)) return;
-  const bool cold = state.range(0) == 1;
   const auto& proposer = f.router->proposer();
-  const auto& texts = utterances();
-  std::size_t next = 0;
-  for (auto _ : state) {
-    if (next == texts.size()) next = 0;
-    if (cold) {
-      state.PauseTiming();
-      benchmark::DoNotOptimize(f.plain->classify(texts[next]));
-      state.ResumeTiming();
-    }
-    const auto prediction = proposer.predict(texts[next++]);
-    benchmark::DoNotOptimize(proposer.score(prediction));
-  }
+  time_stage(state, nothing_to_prepare, [&](std::size_t i) {
+    benchmark::DoNotOptimize(proposer.score(proposer.predict_normalized(f.normalized[i])));
+  });
 }
-BENCHMARK(BM_RouterProposer)->ArgName("cold")->Arg(0)->Unit(benchmark::kMicrosecond);
-// A fixed count: the untimed transformer calls would otherwise take minutes.
-BENCHMARK(BM_RouterProposer)->ArgName("cold")->Arg(1)->Iterations(1000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RouterProposer)->Apply(warm);
+BENCHMARK(BM_RouterProposer)->Apply(cold);
 
 // A miss, then the transformer's answer put, as for a first sight; each pass
 // starts on an empty cache.
@@ -218,21 +236,15 @@ void BM_RouterCache(benchmark::State& state) {
   if (!uncertified_router(state, *f.engine)) return;
   auto& cache = f.router->cache();
   const std::string& version = f.router->version();
-  cache.clear();
-  std::size_t next = 0;
-  for (auto _ : state) {
-    if (next == f.normalized.size()) {
-      next = 0;
-      state.PauseTiming();
-      cache.clear();
-      state.ResumeTiming();
-    }
-    const std::string& key = f.normalized[next];
-    benchmark::DoNotOptimize(cache.get("", "classify", key));
-    benchmark::DoNotOptimize(cache.put("", "classify", key, version, f.answers[next++]));
-  }
+  time_stage(
+      state, [&](std::size_t i) { if (i == 0) cache.clear(); },
+      [&](std::size_t i) {
+        benchmark::DoNotOptimize(cache.get("", "classify", f.normalized[i]));
+        benchmark::DoNotOptimize(cache.put("", "classify", f.normalized[i], version, f.answers[i]));
+      });
 }
-BENCHMARK(BM_RouterCache)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RouterCache)->Apply(warm);
+BENCHMARK(BM_RouterCache)->Apply(cold);
 
 // The gate on an uncertified certificate: the request id, decide, and the
 // collected sample recorded. A fresh monitor before its window (the
@@ -243,10 +255,9 @@ void BM_RouterMonitor(benchmark::State& state) {
   auto& f = RouterFixture::get();
   if (!uncertified_router(state, *f.engine)) return;
   const auto& proposer = f.router->proposer();
-  const auto& texts = utterances();
   std::vector<skim::gate::CalibrationSample> samples;
-  for (std::size_t i = 0; i < texts.size(); ++i) {
-    const auto prediction = proposer.predict(texts[i]);
+  for (std::size_t i = 0; i < f.normalized.size(); ++i) {
+    const auto prediction = proposer.predict_normalized(f.normalized[i]);
     samples.push_back({proposer.score(prediction), prediction.label != f.answers[i].label_id, prediction.label});
   }
   const skim::Certificate certificate = f.engine->stats().certificate;
@@ -255,22 +266,22 @@ void BM_RouterMonitor(benchmark::State& state) {
   options.certify.epsilon = certificate.epsilon;
   options.certify.delta = certificate.delta;
   std::optional<skim::gate::Monitor> monitor;
+  std::size_t recorded = 0;
   const skim::Request request;
-  std::size_t next = 0, recorded = 0;
-  for (auto _ : state) {
-    if (!monitor || recorded + 1 == certificate.n) {
-      state.PauseTiming();
-      monitor.emplace(certificate, options);
-      recorded = 0;
-      state.ResumeTiming();
-    }
-    if (next == samples.size()) next = 0;
-    const auto& sample = samples[next++];
-    const auto decision = monitor->decide(sample.score, sample.label, f.router->request_id(request, 0, 1));
-    monitor->record_collected(decision, sample);
-    ++recorded;
-  }
+  time_stage(
+      state,
+      [&](std::size_t) {
+        if (monitor && recorded + 1 < certificate.n) return;
+        monitor.emplace(certificate, options);
+        recorded = 0;
+      },
+      [&](std::size_t i) {
+        const auto decision = monitor->decide(samples[i].score, samples[i].label, f.router->request_id(request, 0, 1));
+        monitor->record_collected(decision, samples[i]);
+        ++recorded;
+      });
 }
-BENCHMARK(BM_RouterMonitor)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RouterMonitor)->Apply(warm);
+BENCHMARK(BM_RouterMonitor)->Apply(cold);
 
 }  // namespace
