@@ -204,7 +204,7 @@ std::vector<Answer> classify_with(const Engine::Impl& engine, SessionState& stat
     } else {
       r.run_transformer = true;
       try {
-        const auto prediction = router.proposer().predict(texts[i]);
+        const auto prediction = router.proposer().predict_normalized(r.normalized);
         r.sample = {router.proposer().score(prediction), false, prediction.label};
         r.decision = router.monitor().decide(r.sample.score, prediction.label, router.request_id(request, i, texts.size()));
         if (r.decision.accept) {

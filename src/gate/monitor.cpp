@@ -43,6 +43,10 @@ std::string number(double value) {
 void require(bool ok, const std::string& message) {
   if (!ok) throw Error(ErrorCode::invalid_argument, message);
 }
+// The record_* checks run per request: their message is made only to be thrown.
+void require(bool ok, const char* message) {
+  if (!ok) throw Error(ErrorCode::invalid_argument, message);
+}
 
 // Names the samples a recalibrated certificate was computed from.
 std::string hash_samples(const std::vector<CalibrationSample>& samples) {
@@ -280,8 +284,9 @@ void Monitor::enter_collecting_locked() {
 }
 
 void Monitor::record_collected(const Decision& decision, const CalibrationSample& sample) {
-  require(sample.score >= 0 && sample.score <= 1,
-          "Monitor::record_collected: score " + number(sample.score) + " is not in [0, 1]");
+  if (!(sample.score >= 0 && sample.score <= 1))
+    throw Error(ErrorCode::invalid_argument,
+                "Monitor::record_collected: score " + number(sample.score) + " is not in [0, 1]");
   std::lock_guard lock(mutex_);
   if (!decision.collect || decision.epoch != epoch_ || state_ != GateState::collecting) {
     ++stale_records_;

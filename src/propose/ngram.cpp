@@ -1,6 +1,7 @@
 #include "propose/ngram.hpp"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <random>
@@ -20,7 +21,11 @@ constexpr int kMaxCharN = 16;
 // One salt per feature kind, so the word "abc", the bigram "abc x" and the
 // character trigram "abc" are different fingerprints.
 const std::uint64_t kCharSalt = fnv1a("skim.ngram.char");
-std::uint64_t word_salt(int n) { return fnv1a("skim.ngram.word" + std::to_string(n)); }
+const std::array<std::uint64_t, kMaxWordNgrams> kWordSalts = [] {
+  std::array<std::uint64_t, kMaxWordNgrams> salts;
+  for (int n = 1; n <= kMaxWordNgrams; ++n) salts[n - 1] = fnv1a("skim.ngram.word" + std::to_string(n));
+  return salts;
+}();
 
 [[noreturn]] void bad_option(const std::string& what) {
   throw Error(ErrorCode::invalid_argument, "NgramOptions: " + what);
@@ -137,6 +142,39 @@ void check_finite(const char* array, const std::vector<float>& values) {
 
 }  // namespace
 
+FingerprintSet::FingerprintSet(std::span<const std::uint64_t> fingerprints) {
+  const std::size_t size = std::bit_ceil(std::max<std::size_t>(2 * fingerprints.size(), 16));
+  slots_.assign(size, kEmpty);
+  mask_ = size - 1;
+  for (std::uint64_t fingerprint : fingerprints) {
+    if (fingerprint == kEmpty) {
+      holds_empty_marker_ = true;
+      continue;
+    }
+    std::size_t at = slot(fingerprint);
+    while (slots_[at] != kEmpty && slots_[at] != fingerprint) at = (at + 1) & mask_;
+    slots_[at] = fingerprint;
+  }
+}
+
+std::size_t FingerprintSet::slot(std::uint64_t fingerprint) const noexcept {
+  // Fibonacci hashing: the product's high half, which every fingerprint bit reaches.
+  return static_cast<std::size_t>((fingerprint * 0x9e3779b97f4a7c15ull) >> 32) & mask_;
+}
+
+bool FingerprintSet::contains(std::uint64_t fingerprint) const noexcept {
+  if (fingerprint == kEmpty) return holds_empty_marker_;
+  if (slots_.empty()) return false;
+  for (std::size_t at = slot(fingerprint);; at = (at + 1) & mask_) {
+    if (slots_[at] == fingerprint) return true;
+    if (slots_[at] == kEmpty) return false;
+  }
+}
+
+void FingerprintSet::prefetch(std::uint64_t fingerprint) const noexcept {
+  if (!slots_.empty()) __builtin_prefetch(slots_.data() + slot(fingerprint));
+}
+
 std::uint16_t f16_bits(float value) noexcept { return to_half(value); }
 float f16_value(std::uint16_t bits) noexcept { return from_half(bits); }
 
@@ -144,7 +182,7 @@ std::size_t NgramClassifier::append_features(std::string_view normalized, std::v
   const std::vector<std::string_view> words = split_words(normalized);
   const std::size_t first = out.size();
   for (int n = 1; n <= options_.word_ngrams; ++n) {
-    const std::uint64_t salt = word_salt(n);
+    const std::uint64_t salt = kWordSalts[n - 1];
     for (std::size_t i = 0; i + n <= words.size(); ++i) {
       std::uint64_t hash = fnv1a(words[i], salt);
       for (int k = 1; k < n; ++k) hash = fnv1a(words[i + k], fnv1a(std::string_view(" "), hash));
@@ -185,7 +223,7 @@ std::vector<std::uint64_t> NgramClassifier::features(std::string_view text) cons
 
 NgramClassifier::NgramClassifier(NgramArrays arrays, std::size_t n_labels, const NgramOptions& options)
     : options_(options), n_labels_(n_labels), arrays_(std::move(arrays)) {
-  compute_version();
+  derive_from_arrays();
 }
 
 NgramClassifier NgramClassifier::train(std::span<const std::string> texts, std::span<const int> labels,
@@ -342,7 +380,7 @@ NgramClassifier::NgramClassifier(NgramArrays arrays, const nlohmann::json& metad
                                          std::to_string(i));
     }
   }
-  compute_version();
+  derive_from_arrays();
 }
 
 nlohmann::json NgramClassifier::metadata() const {
@@ -359,7 +397,8 @@ nlohmann::json NgramClassifier::metadata() const {
           {"seed", options_.seed}};
 }
 
-void NgramClassifier::compute_version() {
+void NgramClassifier::derive_from_arrays() {
+  seen_ = FingerprintSet(arrays_.fingerprints);
   std::uint64_t hash = fnv1a(metadata().dump());
   const auto mix = [&hash](const auto& values) {
     const std::uint64_t count = values.size();
@@ -374,18 +413,35 @@ void NgramClassifier::compute_version() {
 }
 
 NgramPrediction NgramClassifier::predict(std::string_view text) const {
-  std::vector<std::uint64_t> fingerprints;
-  const std::size_t word_features = append_features(normalize_for_match(text), fingerprints);
+  return predict_normalized(normalize_for_match(text));
+}
+
+NgramPrediction NgramClassifier::predict_normalized(std::string_view normalized) const {
+  thread_local std::vector<std::uint64_t> fingerprints;  // reused: the router predicts per request
+  fingerprints.clear();
+  const std::size_t word_features = append_features(normalized, fingerprints);
   const std::size_t dim = options_.dim;
+  const auto row = [&](std::uint64_t fingerprint) {
+    return arrays_.embeddings.data() + (fingerprint % options_.buckets) * dim;
+  };
+  // Every set slot and embedding row is asked for before the first is read:
+  // after a transformer call they are cache misses, which then overlap
+  // instead of waiting one after another.
+  for (std::uint64_t fingerprint : fingerprints) {
+    seen_.prefetch(fingerprint);
+    const char* bytes = reinterpret_cast<const char*>(row(fingerprint));
+    for (std::size_t offset = 0; offset < dim * sizeof(float); offset += 64) __builtin_prefetch(bytes + offset);
+    __builtin_prefetch(bytes + dim * sizeof(float) - 1);
+  }
   std::vector<float> hidden(dim, 0.0f);
   std::size_t seen = 0, words_seen = 0;
   for (std::size_t i = 0; i < fingerprints.size(); ++i) {
     const std::uint64_t fingerprint = fingerprints[i];
-    if (std::binary_search(arrays_.fingerprints.begin(), arrays_.fingerprints.end(), fingerprint)) {
+    if (seen_.contains(fingerprint)) {
       ++seen;
       words_seen += i < word_features;
     }
-    const float* e = arrays_.embeddings.data() + (fingerprint % options_.buckets) * dim;
+    const float* e = row(fingerprint);
     for (std::size_t d = 0; d < dim; ++d) hidden[d] += e[d];
   }
   if (!fingerprints.empty()) {

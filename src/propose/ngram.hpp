@@ -43,6 +43,29 @@ struct NgramPrediction {
   std::vector<float> probabilities;
 };
 
+// A set of feature fingerprints: open addressing, linear probing, at most
+// half full, so a lookup is mostly one load. predict() looks up every
+// feature of its input; a binary search over CLINC150's 60 000 sorted
+// fingerprints is 16 dependent loads, each a cache miss after a transformer
+// call has run.
+class FingerprintSet {
+ public:
+  FingerprintSet() = default;
+  explicit FingerprintSet(std::span<const std::uint64_t> fingerprints);
+
+  bool contains(std::uint64_t fingerprint) const noexcept;
+  // Starts loading the slot a lookup of `fingerprint` reads first.
+  void prefetch(std::uint64_t fingerprint) const noexcept;
+
+ private:
+  static constexpr std::uint64_t kEmpty = 0;
+  std::size_t slot(std::uint64_t fingerprint) const noexcept;
+
+  std::vector<std::uint64_t> slots_;  // kEmpty where free
+  std::size_t mask_ = 0;
+  bool holds_empty_marker_ = false;  // the one fingerprint no slot can hold
+};
+
 // The weights as plain arrays, row-major, for the caller to store (e.g. one
 // safetensors file with metadata().dump() as a header value: embeddings may
 // be stored as F16, see rounded_to_f16; fingerprints as U64).
@@ -74,6 +97,8 @@ class NgramClassifier {
   // Thread-safe (const, no shared scratch). Invalid UTF-8 is
   // skim::Error(text) naming the byte offset.
   NgramPrediction predict(std::string_view text) const;
+  // The same for a text that is already normalize_for_match's output.
+  NgramPrediction predict_normalized(std::string_view normalized) const;
   // What the gate thresholds: the probability when the input looks like the
   // training data (coverage ≥ kMinCoverage and word_coverage ≥
   // kMinWordCoverage), else 0. In [0, 1]. Chosen on CLINC150 val (seed 0)
@@ -116,11 +141,13 @@ class NgramClassifier {
   // Appends the fingerprints of a normalized text, word n-grams first;
   // returns how many of them are word n-grams.
   std::size_t append_features(std::string_view normalized, std::vector<std::uint64_t>& out) const;
-  void compute_version();
+  // version_ and seen_, from arrays_: after every change of it.
+  void derive_from_arrays();
 
   NgramOptions options_;
   std::size_t n_labels_ = 0;
   NgramArrays arrays_;
+  FingerprintSet seen_;  // arrays_.fingerprints
   std::string version_;
 };
 

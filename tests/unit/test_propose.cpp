@@ -14,6 +14,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
 #include <span>
 #include <string>
 #include <thread>
@@ -482,6 +483,47 @@ TEST(NgramClassifier, FeaturesAreHashedWordAndCharacterNgrams) {
   EXPECT_NE(model.features("turn on the lights"), model.features("turn off the lights"));
   // Character n-grams count code points: "<é>" is one trigram.
   EXPECT_EQ(model.features("é").size(), 1u + 1u);
+}
+
+TEST(NgramClassifier, PredictNormalizedIsPredictOfTheNormalizedText) {
+  const NgramClassifier& model = clinc_model();
+  const Subset& s = clinc_subset();
+  for (std::size_t i = 0; i < s.heldout.texts.size(); i += 7) {
+    const std::string text = "  " + s.heldout.texts[i] + " \t TODAY?";
+    const NgramPrediction a = model.predict(text);
+    const NgramPrediction b = model.predict_normalized(normalize_for_match(text));
+    EXPECT_EQ(a.label, b.label);
+    EXPECT_EQ(a.features, b.features);
+    EXPECT_EQ(bits_of(a.coverage), bits_of(b.coverage));
+    EXPECT_EQ(bits_of(a.word_coverage), bits_of(b.word_coverage));
+    EXPECT_EQ(a.probabilities, b.probabilities);
+  }
+}
+
+TEST(FingerprintSet, AgreesWithABinarySearchOverTheSortedFingerprints) {
+  std::mt19937_64 rng(3);
+  std::vector<std::uint64_t> sorted(20000);
+  for (auto& f : sorted) f = rng();
+  sorted.push_back(0);  // the value that marks a free slot
+  // Values that share their first slot, so lookups walk probe chains.
+  for (std::uint64_t k = 1; k <= 8; ++k) sorted.push_back(k << 60);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  const FingerprintSet set(sorted);
+  for (std::uint64_t f : sorted) EXPECT_TRUE(set.contains(f)) << f;
+  std::size_t found = 0;
+  for (int i = 0; i < 100000; ++i) {
+    const std::uint64_t f = i % 2 ? rng() : rng() >> 44;  // small values too
+    const bool member = std::binary_search(sorted.begin(), sorted.end(), f);
+    EXPECT_EQ(set.contains(f), member) << f;
+    found += member;
+  }
+  EXPECT_LT(found, 100u);
+  EXPECT_FALSE(set.contains(9ull << 60));
+  const FingerprintSet empty;
+  EXPECT_FALSE(empty.contains(0));
+  EXPECT_FALSE(empty.contains(42));
+  EXPECT_FALSE(FingerprintSet(std::vector<std::uint64_t>{}).contains(0));
 }
 
 TEST(NgramClassifier, ArraysRoundTripToIdenticalPredictions) {
