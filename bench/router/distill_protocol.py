@@ -36,11 +36,11 @@ import subprocess
 import sys
 import tempfile
 
+from sweep import link_model, protocols  # noqa: E402  (this directory)
+
 SHARED = "/work/shared/data"
-CLINC = os.path.join(SHARED, "clinc150/data_full.json")
 POOL_FILES = ["corpus/conv-sgd-user-part-000.txt", "corpus/conv-sgd-user-part-001.txt",
               "corpus/conv-taskmaster4-coffee.txt", "corpus/question-nq-open.txt"]
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def read_rows(path):
@@ -56,13 +56,6 @@ def halve(path, first, second):
         f.writelines(rows[:half])
     with open(second, "w", encoding="utf-8") as f:
         f.writelines(rows[half:])
-
-
-def link_model(source, target):
-    os.makedirs(target, exist_ok=True)
-    for name in os.listdir(source):
-        if not name.startswith("skim.") and not name.endswith(".md"):
-            os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(target, name))
 
 
 def labelled_pool(classify, model, work, threads):
@@ -127,16 +120,12 @@ def main():
     base = os.path.join(work, "model")
     if not os.path.isdir(base):
         link_model(a.model, base)
-    tsv = os.path.join(work, "tsv")
-    subprocess.run([sys.executable, os.path.join(HERE, "..", "fixtures", "clinc150_to_tsv.py"), "--json", CLINC,
-                    "--out", tsv, "--exchangeable", "0"], check=True, stdout=subprocess.DEVNULL)
+    tsv, calib_and_test = protocols(work)
     pool = labelled_pool(tools["skim-classify"], base, work, a.threads)
     sizes = [min(int(s), len(pool)) for s in a.sizes.split(",")]
     train = os.path.join(tsv, "train.tsv")
-    protocols = {"val->test": (os.path.join(tsv, "val.tsv"), os.path.join(tsv, "test.tsv")),
-                 "exchangeable": (os.path.join(tsv, "calib.tsv"), os.path.join(tsv, "eval.tsv"))}
     out = open(a.out, "a") if a.out else None
-    for protocol, (calib, test) in protocols.items():
+    for protocol, (calib, test) in calib_and_test.items():
         tag = protocol.replace("->", "-")
         select, certify = os.path.join(work, f"{tag}.select.tsv"), os.path.join(work, f"{tag}.certify.tsv")
         halve(calib, select, certify)

@@ -28,6 +28,23 @@ CLINC = "/work/shared/data/clinc150/data_full.json"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def link_model(source, target):
+    """The model's files linked into target (its skim.* package and *.md left out)."""
+    os.makedirs(target, exist_ok=True)
+    for name in os.listdir(source):
+        if not name.startswith("skim.") and not name.endswith(".md"):
+            os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(target, name))
+
+
+def protocols(work):
+    """CLINC150 as TSVs in work/tsv; per protocol, its calibration and test files."""
+    tsv = os.path.join(work, "tsv")
+    subprocess.run([sys.executable, os.path.join(HERE, "..", "fixtures", "clinc150_to_tsv.py"), "--json", CLINC,
+                    "--out", tsv, "--exchangeable", "0"], check=True, stdout=subprocess.DEVNULL)
+    return tsv, {"val->test": (os.path.join(tsv, "val.tsv"), os.path.join(tsv, "test.tsv")),
+                 "exchangeable": (os.path.join(tsv, "calib.tsv"), os.path.join(tsv, "eval.tsv"))}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -41,17 +58,10 @@ def main():
     evaluate = os.path.join(a.build, "examples/skim-eval/skim-eval")
     work = tempfile.mkdtemp(prefix="skim-router-sweep-")
     model = os.path.join(work, "model")
-    os.makedirs(model)
-    for name in os.listdir(a.model):
-        if not name.startswith("skim.") and not name.endswith(".md"):
-            os.symlink(os.path.abspath(os.path.join(a.model, name)), os.path.join(model, name))
-    tsv = os.path.join(work, "tsv")
-    subprocess.run([sys.executable, os.path.join(HERE, "..", "fixtures", "clinc150_to_tsv.py"), "--json", CLINC,
-                    "--out", tsv, "--exchangeable", "0"], check=True, stdout=subprocess.DEVNULL)
-    protocols = {"val->test": (os.path.join(tsv, "val.tsv"), os.path.join(tsv, "test.tsv")),
-                 "exchangeable": (os.path.join(tsv, "calib.tsv"), os.path.join(tsv, "eval.tsv"))}
+    link_model(a.model, model)
+    tsv, calib_and_test = protocols(work)
     out = open(a.out, "a") if a.out else None
-    for protocol, (calib, test) in protocols.items():
+    for protocol, (calib, test) in calib_and_test.items():
         for eps in a.epsilons.split(","):
             cal = subprocess.run([calibrate, "--model", model, "--train", os.path.join(tsv, "train.tsv"), "--calib", calib,
                                   "--epsilon", eps, "--delta", a.delta, "--threads", a.threads],
