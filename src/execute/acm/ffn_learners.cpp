@@ -61,21 +61,13 @@ void FfnLearners::set_refit(const kernels::Backend& backend, std::span<const std
   if (static_cast<int>(downs.size()) != N - 1)
     throw Error(ErrorCode::model, "ACM: a refit needs " + std::to_string(N - 1) + " down projections, one per prefix of " +
                                       std::to_string(N) + " learners, not " + std::to_string(downs.size()));
-  std::vector<std::vector<Linear>> refit;
+  std::vector<Linear> refit;
   for (int k = 1; k < N; ++k) {
-    const std::size_t width = prefix_width(k);
+    const int width = prefix_width(k);
     if (downs[k - 1].size() != static_cast<std::size_t>(hidden_) * width)
       throw Error(ErrorCode::model, "ACM: the refitted down projection of " + std::to_string(k) + " learners needs " +
                                         std::to_string(hidden_) + " × " + std::to_string(width) + " values");
-    auto& blocks = refit.emplace_back();
-    for (int g = 0, first = 0; g < k; first += groups_[g].width, ++g) {
-      const int w = groups_[g].width;
-      std::vector<float> block(static_cast<std::size_t>(hidden_) * w);
-      for (int o = 0; o < hidden_; ++o)
-        std::copy_n(downs[k - 1].begin() + static_cast<std::ptrdiff_t>(o * width + first), w,
-                    block.begin() + static_cast<std::ptrdiff_t>(o) * w);
-      blocks.emplace_back(backend, block, std::span<const float>{}, w, hidden_, Epilogue::add_to_output, precision);
-    }
+    refit.emplace_back(backend, downs[k - 1], std::span<const float>{}, width, hidden_, Epilogue::none, precision);
   }
   refit_ = std::move(refit);
 }
@@ -114,9 +106,10 @@ std::size_t FfnLearners::scratch_floats(int rows) const noexcept {
   const std::size_t padded = Linear::padded_rows(rows);
   // Without a refit: a learner's up output (2·width for SwiGLU) and its
   // gated activations. With one: every learner's activations, then a
-  // learner's up output or a prefix's refitted output.
+  // learner's up output, or a segment's gathered activations (at most
+  // N − 1 learners wide) and its refitted output.
   if (refit_.empty()) return padded * widest * 3;
-  return padded * (ffn_width() + std::max(2 * widest, hidden_));
+  return padded * (ffn_width() + std::max(2 * widest, prefix_width(learners() - 1) + hidden_));
 }
 
 void FfnLearners::activations(const float* x, float* act, std::span<const int> rows_for, kernels::Scratch& scratch,
@@ -166,8 +159,8 @@ void FfnLearners::refit_forward(const float* x, float* y, std::span<const int> r
                                 float* hidden_buffer) const {
   const int N = learners(), H = hidden_, rows = rows_for[0];
   float* act = hidden_buffer;
-  float* out = hidden_buffer + activation_offset(ffn_width(), rows);
-  activations(x, act, rows_for, scratch, out);
+  float* work = hidden_buffer + activation_offset(ffn_width(), rows);
+  activations(x, act, rows_for, scratch, work);
   auto block = [&](int g, int first, int row) {
     return act + activation_offset(first, rows) + static_cast<std::size_t>(row) * groups_[g].width;
   };
@@ -176,16 +169,20 @@ void FfnLearners::refit_forward(const float* x, float* y, std::span<const int> r
   // bucket only reaches rows past the last real one).
   if (const int all = rows_for[N - 1]; all > 0)
     for (int g = 0, first = 0; g < N; first += groups_[g].width, ++g) groups_[g].down(block(g, first, 0), y, all, scratch);
-  // Rows [rows_for[k], rows_for[k−1]) ran exactly k learners: their
-  // prefix's refit, block by block into `out` (a bucket from a middle row
-  // would spill into the next rows), then added.
+  // Rows [rows_for[k], rows_for[k−1]) ran exactly k learners: their rows of
+  // the k blocks side by side, one GEMM with prefix k's refit into `out`
+  // (a bucket from a middle row of y would spill into the next rows), added.
+  float* gathered = work;
+  float* out = work + activation_offset(prefix_width(N - 1), rows);
   for (int k = N - 1; k >= 1; --k) {
     const int begin = rows_for[k], count = rows_for[k - 1] - begin;
     if (count <= 0) continue;
+    const std::size_t width = refit_[k - 1].in_features();
+    for (int r = 0; r < count; ++r)
+      for (int g = 0, first = 0; g < k; first += groups_[g].width, ++g)
+        std::copy_n(block(g, first, begin + r), groups_[g].width, gathered + r * width + first);
+    refit_[k - 1](gathered, out, count, scratch);
     const std::size_t n = static_cast<std::size_t>(count) * H;
-    std::fill(out, out + n, 0.f);
-    for (int g = 0, first = 0; g < k; first += groups_[g].width, ++g)
-      refit_[k - 1][g](block(g, first, begin), out, count, scratch);
     float* dst = y + static_cast<std::size_t>(begin) * H;
     for (std::size_t i = 0; i < n; ++i) dst[i] += out[i];
   }

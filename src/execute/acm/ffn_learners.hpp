@@ -107,9 +107,9 @@ class FfnLearners {
   Activation activation_;
   int hidden_ = 0;
   std::vector<Group> groups_;
-  // k = 1..N−1: prefix k's refitted down projection, one Linear per learner
-  // block (its columns of it): width(i) → hidden, added, no bias.
-  std::vector<std::vector<kernels::Linear>> refit_;
+  // k = 1..N−1: prefix k's refitted down projection, prefix_width(k) →
+  // hidden, no bias: one GEMM per row segment.
+  std::vector<kernels::Linear> refit_;
 
   void add_group(const kernels::Backend& backend, std::span<const float> up, std::span<const float> up_bias,
                  std::span<const float> down, std::span<const float> down_bias, int width,
