@@ -175,12 +175,14 @@ def line_chart(panels, title, out_path=None):
     per_row = max(1, (width - 20) // item_w)
     rows = (len(items) + per_row - 1) // per_row
     height = TOP + PH + rows * 22 + 12
+    # A bold character is ~0.6 em wide: a long title over one panel gets a smaller font.
+    title_size = min(16.0, (width - 20) / (0.6 * max(len(title or ""), 1)))
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            '<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" %s fill="#111">'
            % (width, height, width, height, FONT),
            '<rect width="100%" height="100%" fill="white"/>',
-           '<text x="%.1f" y="24" text-anchor="middle" font-size="16" font-weight="bold">%s</text>'
-           % (width / 2, escape(title or ""))]
+           '<text x="%.1f" y="24" text-anchor="middle" font-size="%.1f" font-weight="bold">%s</text>'
+           % (width / 2, title_size, escape(title or ""))]
     for i, p in enumerate(panels):
         out.extend(_panel(p, i * PW, styles, i))
     for k, (name, st) in enumerate(items):

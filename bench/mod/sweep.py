@@ -82,8 +82,8 @@ def _acm_calibrate(budget, variant, kind):
 
 
 def _acm_variant_name(v, pkg):
-    if v.startswith("package:"):
-        return "distilled"
+    if v.startswith("package:"):  # trained learners, named by their directory
+        return "trained: " + os.path.basename(os.path.normpath(v[len("package:"):]))
     learners = (pkg or {}).get("learners", v.split("+")[0]) if v.startswith("default") else v.split("+")[0]
     return "%s learners%s" % (learners, ", refit" if v.endswith("+refit") else "")
 
@@ -178,11 +178,15 @@ def parse_json(text, cmd):
 
 def link_model(src, dst, package=None):
     """The model's files linked into dst (a single-file model: that file;
-    returns its path), and `package`'s skim.json / skim.safetensors copied in."""
+    returns its path), and `package`'s skim.json / skim.safetensors copied in
+    (a single file's: <file>.skim.json / .skim.safetensors)."""
     os.makedirs(dst)
     if os.path.isfile(src):
-        os.symlink(os.path.abspath(src), os.path.join(dst, os.path.basename(src)))
-        return os.path.join(dst, os.path.basename(src))
+        name = os.path.basename(src)
+        os.symlink(os.path.abspath(src), os.path.join(dst, name))
+        for suffix in (".skim.json", ".skim.safetensors") if package else ():
+            shutil.copy(os.path.join(package, name + suffix), os.path.join(dst, name + suffix))
+        return os.path.join(dst, name)
     for name in os.listdir(src):
         if not name.startswith("skim.") and not name.endswith(".md"):
             os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(dst, name))
