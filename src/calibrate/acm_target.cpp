@@ -26,7 +26,7 @@ class EncoderTarget final : public AcmTarget {
     tokens = packed_.tokens;
     classifier = engine.encoder->has_classifier();
     check_on = "every calibration text";
-    if (mod) routing_.emplace(*mod, execute::mod::Scorer::learned, 0, classifier);
+    route(mod);
     const auto sample = spread_sample(texts, packed_, sample_tokens);
     sample_texts = sample.size();
     sample_ = pack(engine, sample);
@@ -60,6 +60,11 @@ class EncoderTarget final : public AcmTarget {
       }
       text += batch.sequences();
     }
+  }
+
+  void route(const execute::mod::Routing* mod) override {
+    routing_.reset();
+    if (mod) routing_.emplace(*mod, execute::mod::Scorer::learned, 0, classifier);
   }
 
   void prepare(const WidthGating& gating) override { ws_.emplace(encoder_workspace(engine_, &gating)); }
@@ -97,7 +102,7 @@ class DecoderTarget final : public AcmTarget {
     const std::size_t stride = spread_stride(tokens, sample_tokens);
     for (std::size_t i = 0; i < sequences_.size(); i += stride) sample_.push_back(i);
     sample_texts = sample_.size();
-    if (mod) routing_.emplace(*mod, execute::mod::Scorer::learned, 0, false);
+    route(mod);
   }
 
   execute::acm::FfnWeights ffn_weights(int layer) const override {
@@ -117,6 +122,11 @@ class DecoderTarget final : public AcmTarget {
       };
       feed(d, ws, nullptr, seen, nullptr);
     }
+  }
+
+  void route(const execute::mod::Routing* mod) override {
+    routing_.reset();
+    if (mod) routing_.emplace(*mod, execute::mod::Scorer::learned, 0, false);
   }
 
   void prepare(const WidthGating& gating) override { ws_.emplace(decoder_, chunk(), &gating); }

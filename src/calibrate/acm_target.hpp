@@ -31,6 +31,9 @@ class AcmTarget {
   using Probe = std::function<void(int layer, const float* input, const float* activations, int rows,
                                    const char* held_out)>;
   virtual void record(const std::vector<int>& layers, const Probe& probe) = 0;
+  // The MoD token routing of the passes that follow (nullptr: none); it must
+  // outlive them.
+  virtual void route(const execute::mod::Routing* mod) = 0;
   // Sizes the workspaces for `gating`'s adaptive FFNs; before run() with a width.
   virtual void prepare(const execute::acm::WidthGating& gating) = 0;
   // Outputs with `width` (nullptr: every FFN whole): on the spread of texts

@@ -339,14 +339,14 @@ CalibrationReport calibrate_text(const fs::path& model, std::span<const std::str
   const DecoderWeights weights = open_decoder_weights(model);
 
   const auto sequences = calibration::decoder_sequences(impl, documents);
+  // One target (cache, workspace, spread) for every measurement below.
+  const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, sequences, nullptr,
+                                                  calibration::kAcmSensitivityTokens);
   if (options.fits_mod()) {
     const auto start = Clock::now();
     // Measured on a spread of the documents, against the dense model.
-    std::string checked_on;
     const calibration::RoutedRun measure = [&](const execute::mod::Routing* routing) {
-      const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, sequences, routing,
-                                                      calibration::kAcmSensitivityTokens);
-      checked_on = target->check_on;
+      target->route(routing);
       return target->run(nullptr, true);
     };
     package.mod = calibration::fit_decoder_routers(*impl.decoder, sequences, options.mod_layers(),
@@ -358,12 +358,10 @@ CalibrationReport calibrate_text(const fs::path& model, std::span<const std::str
     report.mod_flops_share = package.mod_fit.at("flops_share").get<double>();
     report.mod_agreement = package.mod_fit.at("argmax_agreement").get<double>();
     report.mod_seconds = seconds_since(start);
-    package.mod_fit["checked_on"] = checked_on;
+    package.mod_fit["checked_on"] = target->check_on;
   }
   if (options.fits_acm()) {
-    const auto target = calibration::decoder_target(impl, *weights.source, weights.naming, sequences,
-                                                    package.mod ? &*package.mod : nullptr,
-                                                    calibration::kAcmSensitivityTokens);
+    target->route(package.mod ? &*package.mod : nullptr);
     fit_acm_into(*target, impl, options, package, report);
   }
   return write_and_report(model, options, package, report);
